@@ -1,0 +1,53 @@
+"""FastAPI dependencies: the runtime, a session per request, the calling account."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postroute import errors
+from postroute.accounts import service as accounts
+from postroute.accounts.service import AccountContext
+from postroute.api.runtime import Runtime
+
+_bearer = HTTPBearer(
+    auto_error=False, description="An API key: `Authorization: Bearer pr_live_...`"
+)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """One session per request. Endpoints that write commit it themselves."""
+    async with runtime.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def current_account(
+    runtime: RuntimeDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AccountContext:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise errors.Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    context = await accounts.authenticate(session, credentials.credentials, runtime.clock)
+    if context is None:
+        raise errors.Unauthorized("invalid or revoked API key")
+    await session.commit()  # keeps last_used_at, and ends the short auth transaction
+    return context
+
+
+AccountDep = Annotated[AccountContext, Depends(current_account)]

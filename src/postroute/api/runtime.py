@@ -1,0 +1,49 @@
+"""What a running process shares: settings, database, clock, secrets, relay client options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from postroute.config import Settings
+from postroute.db import SessionFactory, create_engine, session_factory
+from postroute.kit.clock import Clock, SystemClock
+from postroute.kit.crypto import SecretBox
+from postroute.pools.relay_config import ClientOptions
+
+
+def _no_op() -> None:
+    return None
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    clock: Clock
+    box: SecretBox
+    client_options: ClientOptions
+    # Called after new mail is queued, so an in-process worker starts at once.
+    wake_worker: Callable[[], None] = field(default=_no_op)
+
+    @classmethod
+    def build(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
+        engine = create_engine(settings.db_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            clock=clock or SystemClock(),
+            box=SecretBox(settings.secret_keys),
+            client_options=ClientOptions(
+                timeout=settings.smtp_timeout_seconds,
+                ca_file=settings.relay_ca_file,
+                helo_name=settings.relay_helo_name,
+            ),
+        )
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,49 @@
+"""``postroute migrate`` and the long-running processes: ``serve``, ``api``, ``worker``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+import uvloop
+
+from postroute import migrate as migrations
+from postroute.api.runtime import Runtime
+from postroute.cli.common import run
+from postroute.config import Settings
+from postroute.process import Parts, serve_forever
+
+
+def migrate() -> None:
+    """Apply database migrations (Alembic) up to the newest schema."""
+
+    async def go() -> str:
+        settings = Settings()
+        rt = Runtime.build(settings)
+        try:
+            await migrations.upgrade(rt.engine)
+        finally:
+            await rt.close()
+        return settings.db_url.split("://", 1)[0]
+
+    typer.echo(f"database is up to date ({run(go)})")
+
+
+def serve() -> None:
+    """Everything in one process: HTTP API, SMTP submission and the delivery worker."""
+    _forever(Parts(api=True, worker=True))
+
+
+def api() -> None:
+    """Only the HTTP API (scale-out: run any number, against PostgreSQL)."""
+    _forever(Parts(api=True, worker=False))
+
+
+def worker() -> None:
+    """Only the delivery worker (scale-out: run any number, against PostgreSQL)."""
+    _forever(Parts(api=False, worker=True))
+
+
+def _forever(parts: Parts) -> None:
+    uvloop.install()
+    asyncio.run(serve_forever(Settings(), parts))

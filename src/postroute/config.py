@@ -1,0 +1,108 @@
+"""One settings object for the whole process, read from ``POSTROUTE_*`` variables and ``.env``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
+
+
+def parse_bind(value: str, default_port: int) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:25`` for IPv6) into its parts."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return value, default_port
+    return host.strip("[]"), int(port)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSTROUTE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./postroute-data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated keys; the first encrypts, all decrypt (rotation).",
+    )
+    http_bind: str = "127.0.0.1:8000"
+    smtp_bind: str = "127.0.0.1:2587"
+    smtps_bind: str = "127.0.0.1:2465"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    public_url: str = "http://127.0.0.1:8000"
+
+    # Upstream relays
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    relay_ca_file: Path | None = Field(
+        default=None, description="Extra CA bundle trusted when verifying relay certificates."
+    )
+    relay_helo_name: str | None = None
+
+    # Delivery
+    retry_attempts: int = Field(default=5, ge=1, le=100)
+    retry_base_seconds: float = Field(default=60.0, ge=0)
+    lease_seconds: float = Field(default=300.0, gt=0)
+    worker_batch_size: int = Field(default=200, ge=1, le=5000)
+    worker_poll_seconds: float = Field(default=0.5, gt=0)
+    connection_idle_seconds: float = Field(default=30.0, gt=0)
+
+    # HTTP API
+    max_request_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
+    idempotency_hours: int = Field(default=24, ge=1)
+
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_db_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value[len("postgres://") :]
+        if value.startswith("postgresql://"):
+            value = "postgresql+asyncpg://" + value[len("postgresql://") :]
+        if value.startswith("sqlite://") and not value.startswith("sqlite+aiosqlite://"):
+            value = "sqlite+aiosqlite://" + value[len("sqlite://") :]
+        return value
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'postroute.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    @cached_property
+    def secret_keys(self) -> list[str]:
+        """The secret keys, first one current. Generated into the data dir when unset."""
+        if self.secret_key is not None and self.secret_key.get_secret_value().strip():
+            raw = self.secret_key.get_secret_value()
+        else:
+            raw = ensure_secret_file(self.data_dir)
+        keys = [k.strip() for k in raw.split(",") if k.strip()]
+        if not keys:
+            raise ValueError("POSTROUTE_SECRET_KEY holds no key")
+        return keys
+
+
+def ensure_secret_file(data_dir: Path) -> str:
+    """Read the generated secret key, creating it (mode 0600) on first run."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / SECRET_KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key

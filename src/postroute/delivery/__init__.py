@@ -1,0 +1,1 @@
+"""Delivery: queue claims, the per-pool senders, retry policy and outcome recording."""

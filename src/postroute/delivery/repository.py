@@ -1,0 +1,139 @@
+"""All SQL of the delivery queue: claim with leases, load what to send, record outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postroute.models import (
+    Delivery,
+    DeliveryAttempt,
+    Message,
+    MessageContent,
+    MessageEvent,
+)
+
+QUEUED = "queued"
+LEASED = "leased"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    message_id: str
+    account_id: str
+    pool_id: str | None
+    attempts: int
+
+
+async def claim(
+    session: AsyncSession, owner: str, now: datetime, lease: timedelta, limit: int
+) -> list[Claimed]:
+    """Lease up to ``limit`` due rows. An expired lease is due again (next_attempt_at = expiry).
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets many workers claim side by side. SQLite
+    renders no FOR UPDATE; its write lock (BEGIN IMMEDIATE) serialises claimers instead.
+    """
+    expires = now + lease
+    due = (
+        sa.select(Delivery.message_id)
+        .where(Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        sa.update(Delivery)
+        .where(Delivery.message_id.in_(due.scalar_subquery()))
+        .values(state=LEASED, lease_owner=owner, lease_expires_at=expires, next_attempt_at=expires)
+        .returning(Delivery.message_id, Delivery.account_id, Delivery.pool_id, Delivery.attempts)
+        .execution_options(synchronize_session=False)
+    )
+    rows = (await session.execute(stmt)).all()
+    return [Claimed(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What the sender needs for one message."""
+
+    message_id: str
+    account_id: str
+    content_id: str
+    from_email: str
+    to_email: str
+    message_id_header: str
+
+
+async def load_envelopes(session: AsyncSession, ids: Sequence[str]) -> dict[str, Envelope]:
+    stmt = sa.select(
+        Message.id,
+        Message.account_id,
+        Message.content_id,
+        Message.from_email,
+        Message.to_email,
+        Message.message_id_header,
+    ).where(Message.id.in_(ids))
+    return {r[0]: Envelope(*r) for r in (await session.execute(stmt)).all()}
+
+
+async def load_contents(session: AsyncSession, content_ids: Iterable[str]) -> dict[str, bytes]:
+    stmt = sa.select(MessageContent.id, MessageContent.mime).where(
+        MessageContent.id.in_(set(content_ids))
+    )
+    return {r[0]: r[1] for r in (await session.execute(stmt)).all()}
+
+
+async def still_leased(session: AsyncSession, owner: str, ids: Sequence[str]) -> set[str]:
+    """The rows this worker still holds (a lease that expired may have been taken over)."""
+    if not ids:
+        return set()
+    stmt = sa.select(Delivery.message_id).where(
+        Delivery.message_id.in_(ids), Delivery.lease_owner == owner
+    )
+    return set((await session.scalars(stmt)).all())
+
+
+async def finish(session: AsyncSession, ids: Sequence[str]) -> None:
+    if ids:
+        await session.execute(sa.delete(Delivery).where(Delivery.message_id.in_(ids)))
+
+
+async def reschedule(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of ``message_id, next_attempt_at, attempts, pool_id``: back to the queue."""
+    if rows:
+        values = [
+            {**r, "state": QUEUED, "lease_owner": None, "lease_expires_at": None} for r in rows
+        ]
+        await session.execute(sa.update(Delivery), values)
+
+
+async def release(session: AsyncSession, owner: str, ids: Sequence[str], now: datetime) -> None:
+    """Give rows back untouched (shutdown): due at once, for any worker."""
+    if ids:
+        stmt = (
+            sa.update(Delivery)
+            .where(Delivery.message_id.in_(ids), Delivery.lease_owner == owner)
+            .values(state=QUEUED, lease_owner=None, lease_expires_at=None, next_attempt_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(stmt)
+
+
+async def update_messages(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(sa.update(Message), list(rows))
+
+
+async def add_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(sa.insert(MessageEvent), list(rows))
+
+
+async def add_attempts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(sa.insert(DeliveryAttempt), list(rows))

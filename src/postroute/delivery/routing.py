@@ -1,0 +1,66 @@
+"""Which pool carries a message: the one it was given if usable, else the account's default,
+else the first active pool by priority. Pools are reloaded with every claimed batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postroute.kit.crypto import SecretBox
+from postroute.models import SmtpPool
+from postroute.pools import repository as pools_repo
+from postroute.pools import service as pools
+from postroute.pools.relay_config import RelayConfig
+
+
+@dataclass(frozen=True)
+class Route:
+    pool_id: str
+    note: str | None = None  # why another pool than the one asked for
+
+
+def choose(pools_by_priority: Sequence[SmtpPool], wanted: str | None) -> Route | None:
+    """Pure routing rule over one account's pools, ordered by priority."""
+    active = [p for p in pools_by_priority if p.is_active]
+    if wanted is not None:
+        for pool in active:
+            if pool.id == wanted:
+                return Route(pool.id)
+    default = next((p for p in active if p.is_default), None)
+    if default is not None:
+        note = None if wanted is None else f"pool {wanted} is inactive or deleted; used the default"
+        return Route(default.id, note)
+    if active:
+        reason = "no default pool" if wanted is None else f"pool {wanted} is inactive or deleted"
+        return Route(active[0].id, f"{reason}; used the first active pool by priority")
+    return None
+
+
+class PoolDirectory:
+    """The worker's view of every pool it routes to, with decrypted relay settings."""
+
+    def __init__(self, box: SecretBox) -> None:
+        self._box = box
+        self._by_account: dict[str, list[SmtpPool]] = {}
+        self._relays: dict[str, tuple[RelayConfig, int]] = {}
+        self._versions: dict[str, object] = {}
+
+    async def refresh(self, session: AsyncSession, account_ids: Iterable[str]) -> None:
+        for account_id in account_ids:
+            rows = list(await pools_repo.list_pools(session, account_id))
+            self._by_account[account_id] = rows
+            for pool in rows:
+                if self._versions.get(pool.id) != pool.updated_at:
+                    self._relays[pool.id] = (
+                        pools.relay_config(pool, self._box),
+                        pool.max_connections,
+                    )
+                    self._versions[pool.id] = pool.updated_at
+
+    def route(self, account_id: str, wanted: str | None) -> Route | None:
+        return choose(self._by_account.get(account_id, []), wanted)
+
+    def relay(self, pool_id: str) -> tuple[RelayConfig, int]:
+        return self._relays[pool_id]

@@ -1,0 +1,69 @@
+"""One message over one open aiosmtplib session → an Outcome (never raises)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiosmtplib
+
+from postroute.delivery.results import Bounced, Deferred, Outcome, RelayDown, Sent
+from postroute.pools.errors import SMTP_CONNECTION_ERROR, SMTP_REJECTED, SMTP_TIMEOUT
+
+SERVICE_CLOSING = 421
+QUIT_TIMEOUT = 2.0
+
+
+async def send_message(smtp: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes) -> Outcome:
+    """MAIL, RCPT, DATA for one recipient; the reply decides the outcome.
+
+    A 421 anywhere, a dropped session or a timeout is trouble of the relay, not of the
+    message (``RelayDown``); the caller must then discard the session.
+    """
+    try:
+        await smtp.mail(sender)
+        await smtp.rcpt(recipient)
+        reply = await smtp.data(data)
+    except aiosmtplib.SMTPResponseException as exc:
+        return _from_reply(exc.code, exc.message)
+    except (aiosmtplib.SMTPTimeoutError, TimeoutError) as exc:
+        return RelayDown(SMTP_TIMEOUT, f"relay did not answer in time: {exc}")
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError) as exc:
+        return RelayDown(SMTP_CONNECTION_ERROR, f"session lost: {exc}")
+    except aiosmtplib.SMTPException as exc:
+        return RelayDown(SMTP_CONNECTION_ERROR, f"SMTP error: {exc}")
+    return Sent(reply.code, reply.message)
+
+
+def _from_reply(code: int, text: str) -> Outcome:
+    if code == SERVICE_CLOSING:
+        return RelayDown(SMTP_REJECTED, text, smtp_code=code)
+    if 400 <= code < 500:
+        return Deferred(code, text)
+    if code >= 500:
+        return Bounced(code, text)
+    return Deferred(code, f"unexpected reply: {text}")
+
+
+def session_usable(outcome: Outcome) -> bool:
+    """After a RelayDown the session is in an unknown state: close it."""
+    return not isinstance(outcome, RelayDown)
+
+
+async def reset(smtp: aiosmtplib.SMTP) -> bool:
+    """RSET before reusing a session; False when the session is no longer usable."""
+    try:
+        await smtp.rset()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        return False
+    return True
+
+
+async def close(smtp: aiosmtplib.SMTP) -> None:
+    """QUIT politely, but never wait long or raise."""
+    try:
+        if smtp.is_connected:
+            await asyncio.wait_for(smtp.quit(), QUIT_TIMEOUT)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        pass
+    finally:
+        smtp.close()

@@ -1,0 +1,18 @@
+"""Event names (SPEC section 7), one place for code and tests."""
+
+from __future__ import annotations
+
+QUEUED = "queued"
+PROCESSED = "processed"
+SENT = "sent"
+DEFERRED = "deferred"
+BOUNCED = "bounced"
+DROPPED = "dropped"
+DELIVERED = "delivered"
+OPENED = "opened"
+CLICKED = "clicked"
+UNSUBSCRIBED = "unsubscribed"
+COMPLAINED = "complained"
+
+# Message statuses: the latest delivery-relevant event.
+STATUSES = frozenset({QUEUED, SENT, DEFERRED, BOUNCED, DROPPED, DELIVERED})

@@ -1,0 +1,136 @@
+"""All SQL for messages: bulk insert of a submission, reads, idempotency keys."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postroute.models import (
+    Delivery,
+    DeliveryAttempt,
+    IdempotencyKey,
+    Message,
+    MessageContent,
+    MessageEvent,
+    MessageTag,
+)
+
+
+@dataclass
+class SubmissionRows:
+    contents: list[dict[str, Any]]
+    messages: list[dict[str, Any]]
+    tags: list[dict[str, Any]]
+    deliveries: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+async def insert_submission(session: AsyncSession, rows: SubmissionRows) -> None:
+    """Everything of one submission in bulk statements (parents first)."""
+    for model, values in (
+        (MessageContent, rows.contents),
+        (Message, rows.messages),
+        (MessageTag, rows.tags),
+        (Delivery, rows.deliveries),
+        (MessageEvent, rows.events),
+    ):
+        if values:
+            await session.execute(sa.insert(model), values)
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    status: str | None = None
+    to: str | None = None
+    tag: str | None = None
+    pool_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def list_messages(
+    session: AsyncSession, account_id: str, f: MessageFilter, before_id: str | None, limit: int
+) -> Sequence[Message]:
+    """Newest first; ``before_id`` is the cursor (ids sort by creation time)."""
+    stmt = sa.select(Message).where(Message.account_id == account_id)
+    if f.status:
+        stmt = stmt.where(Message.status == f.status)
+    if f.to:
+        stmt = stmt.where(Message.to_email == f.to.lower())
+    if f.pool_id:
+        stmt = stmt.where(Message.pool_id == f.pool_id)
+    if f.since:
+        stmt = stmt.where(Message.created_at >= f.since)
+    if f.until:
+        stmt = stmt.where(Message.created_at < f.until)
+    if f.tag:
+        tagged = sa.select(MessageTag.message_id).where(
+            MessageTag.account_id == account_id, MessageTag.tag == f.tag
+        )
+        stmt = stmt.where(Message.id.in_(tagged))
+    if before_id:
+        stmt = stmt.where(Message.id < before_id)
+    stmt = stmt.order_by(Message.id.desc()).limit(limit)
+    return (await session.scalars(stmt)).all()
+
+
+async def get_message(session: AsyncSession, account_id: str, message_id: str) -> Message | None:
+    stmt = sa.select(Message).where(Message.account_id == account_id, Message.id == message_id)
+    return await session.scalar(stmt)
+
+
+async def tags_of(session: AsyncSession, message_ids: Sequence[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {m: [] for m in message_ids}
+    if message_ids:
+        stmt = sa.select(MessageTag.message_id, MessageTag.tag).where(
+            MessageTag.message_id.in_(message_ids)
+        )
+        for message_id, tag in (await session.execute(stmt)).all():
+            out[message_id].append(tag)
+    return out
+
+
+async def events_of(session: AsyncSession, message_id: str) -> Sequence[MessageEvent]:
+    stmt = (
+        sa.select(MessageEvent)
+        .where(MessageEvent.message_id == message_id)
+        .order_by(MessageEvent.created_at, MessageEvent.id)
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def attempts_of(session: AsyncSession, message_id: str) -> Sequence[DeliveryAttempt]:
+    stmt = (
+        sa.select(DeliveryAttempt)
+        .where(DeliveryAttempt.message_id == message_id)
+        .order_by(DeliveryAttempt.number, DeliveryAttempt.started_at)
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def get_content(session: AsyncSession, content_id: str) -> bytes | None:
+    stmt = sa.select(MessageContent.mime).where(MessageContent.id == content_id)
+    return await session.scalar(stmt)
+
+
+async def get_idempotency(
+    session: AsyncSession, account_id: str, key: str
+) -> IdempotencyKey | None:
+    return await session.get(IdempotencyKey, (account_id, key))
+
+
+async def delete_idempotency(session: AsyncSession, account_id: str, key: str) -> None:
+    await session.execute(
+        sa.delete(IdempotencyKey).where(
+            IdempotencyKey.account_id == account_id, IdempotencyKey.key == key
+        )
+    )
+
+
+async def add_idempotency(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(sa.insert(IdempotencyKey), [row])

@@ -1,0 +1,342 @@
+"""Checks behind the send schemas, and how their problems are reported.
+
+Two kinds of check, so that one request gets every problem at once:
+
+* value checks (one field, one value) run as pydantic validators on the field
+  types of ``schemas.py`` and raise :class:`PydanticCustomError`;
+* whole-request checks (counts, sizes, combinations of fields) run on the raw
+  input in :func:`send_problems` / :func:`batch_problems` whether or not the
+  value checks passed, and :func:`merge` folds both into one ``ValidationError``.
+
+:func:`validation_details` turns such an error into the ``details`` of the
+API's 422 envelope.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import binascii
+import re
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NoReturn, Protocol
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError, core_schema
+
+MAX_RECIPIENTS = 50  # per list: to, cc, bcc (and reply_to)
+MAX_TAGS = 5
+MAX_TAG_LENGTH = 100
+MAX_METADATA_KEY_LENGTH = 100
+MAX_METADATA_BYTES = 10_000  # keys and values, UTF-8
+MAX_POOL_REF_LENGTH = 200
+MAX_FILENAME_LENGTH = 255
+MAX_BATCH = 500
+
+# Headers Postroute writes itself. Those with a request field of their own say which.
+_FIELD_FOR_HEADER = {
+    "from": "from",
+    "to": "to",
+    "cc": "cc",
+    "bcc": "bcc",
+    "subject": "subject",
+    "reply-to": "reply_to",
+}
+PROTECTED_HEADERS = frozenset(
+    {
+        *_FIELD_FOR_HEADER,
+        *("message-id", "date", "content-type", "content-transfer-encoding", "mime-version"),
+        *("return-path", "dkim-signature"),
+    }
+)
+PROTECTED_HEADER_PREFIX = "x-postroute-"
+
+HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext: printable ASCII but ':'
+_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+_CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+")  # atext, '.' and '@'
+_NAME_ADDR = re.compile(r"(?s)(?P<name>.*?)\s*<(?P<addr>[^<>]*)>")
+
+
+def _fail(code: str, message: str) -> NoReturn:
+    # No context given, so pydantic shows ``message`` verbatim (braces included).
+    raise PydanticCustomError(code, message)
+
+
+def problem(
+    loc: tuple[str | int, ...], code: str, message: str, value: Any = None
+) -> InitErrorDetails:
+    """One whole-request problem for :func:`merge`; ``message`` is shown as is."""
+    return InitErrorDetails(type=PydanticCustomError(code, message), loc=loc, input=value)
+
+
+# --- value checks (pydantic validators) -------------------------------------------------
+
+
+def body_text(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        _fail("invalid_unicode", "contains invalid Unicode (a lone surrogate)")
+    return value
+
+
+def single_line(value: str) -> str:
+    """No CR, LF or NUL: nothing that ends up in a header may start a new one."""
+    if "\r" in value or "\n" in value or "\x00" in value:
+        _fail("line_break", "must not contain line breaks (CR, LF) or NUL characters")
+    return body_text(value)
+
+
+def _short(value: str, what: str, max_length: int) -> str:
+    value = single_line(value).strip()
+    if not value:
+        _fail("text_empty", f"{what} must not be empty")
+    if len(value) > max_length:
+        _fail("text_too_long", f"{what} must be at most {max_length} characters")
+    return value
+
+
+def subject(value: str) -> str:
+    if not value.strip():
+        _fail("subject_empty", "subject must not be empty")
+    return single_line(value)
+
+
+def tag(value: str) -> str:
+    return _short(value, "tag", MAX_TAG_LENGTH)
+
+
+def metadata_key(value: str) -> str:
+    _short(value, "metadata key", MAX_METADATA_KEY_LENGTH)
+    return value
+
+
+def pool_ref(value: str) -> str:
+    return _short(value, "pool", MAX_POOL_REF_LENGTH)
+
+
+def filename(value: str) -> str:
+    return _short(value, "filename", MAX_FILENAME_LENGTH)
+
+
+def email_address(value: str) -> str:
+    """A valid (possibly internationalised) address, returned normalised."""
+    single_line(value)
+    try:
+        # test_environment only adds the reserved `.test` TLD (RFC 2606) to what is allowed:
+        # handy for staging setups and test suites; such mail never leaves anyway.
+        result = validate_email(value, check_deliverability=False, test_environment=True)
+    except EmailNotValidError as exc:
+        _fail("email_invalid", f"invalid email address: {exc}")
+    return result.normalized
+
+
+def display_name(value: str | None) -> str | None:
+    return None if value is None else single_line(value).strip() or None
+
+
+def parse_address(value: str) -> dict[str, str | None]:
+    """``a@b``, ``Name <a@b>`` or ``"Last, First" <a@b>`` -> ``{"email", "name"}``."""
+    match = _NAME_ADDR.fullmatch(single_line(value).strip())
+    if match is None:
+        return {"email": email_address(value.strip()), "name": None}
+    name = match["name"].strip()
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        name = re.sub(r"\\(.)", r"\1", name[1:-1])
+    return {"email": email_address(match["addr"].strip()), "name": name or None}
+
+
+def header_name(value: str) -> str:
+    if not HEADER_NAME.fullmatch(value):
+        _fail(
+            "header_name_invalid",
+            f"{value!r} is not a valid header name (printable ASCII without spaces or ':')",
+        )
+    lowered = value.lower()
+    if lowered in _FIELD_FOR_HEADER:
+        field = _FIELD_FOR_HEADER[lowered]
+        _fail("header_protected", f"the {value} header cannot be set here; use the {field} field")
+    if lowered in PROTECTED_HEADERS or lowered.startswith(PROTECTED_HEADER_PREFIX):
+        _fail(
+            "header_protected", f"the {value} header is set by Postroute and cannot be overridden"
+        )
+    return value
+
+
+def content_type(value: str) -> str:
+    value = value.strip().lower()
+    if not _CONTENT_TYPE.fullmatch(value):
+        _fail("content_type_invalid", "content_type must be type/subtype (e.g. application/pdf)")
+    if value.split("/")[0] in ("multipart", "message"):
+        _fail(
+            "content_type_unsupported",
+            "multipart/* and message/* attachments are not supported;"
+            " send them as application/octet-stream",
+        )
+    return value
+
+
+def content_id(value: str) -> str:
+    value = value.strip()
+    if value.startswith("<") and value.endswith(">"):
+        value = value[1:-1]
+    if not _CONTENT_ID.fullmatch(value):
+        _fail(
+            "content_id_invalid",
+            "content_id may only hold letters, digits and !#$%&'*+-/=?^_`{|}~.@",
+        )
+    return value
+
+
+def base64_content(value: Any) -> Any:
+    """Strings are base64 (whitespace and line breaks ignored); bytes are the data itself."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        _fail("base64_invalid", "content is not valid base64")
+
+
+def not_available(message: str) -> Callable[[Any], None]:
+    """For fields that are part of the API but not implemented: null (or {}) means absent."""
+
+    def reject(value: Any) -> None:
+        if value is not None and value != {}:
+            _fail("not_available", message)
+
+    return reject
+
+
+# --- whole-request checks ---------------------------------------------------------------
+
+
+def _count(value: Any) -> int:
+    return 0 if value is None else len(value) if isinstance(value, list) else 1
+
+
+def _has_text(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def send_problems(raw: Mapping[str, Any]) -> list[InitErrorDetails]:
+    """Problems of a send request as a whole: counts, sizes, combinations of fields."""
+    found = []
+    for field in ("to", "cc", "bcc", "reply_to"):
+        if (n := _count(raw.get(field))) > MAX_RECIPIENTS:
+            message = f"at most {MAX_RECIPIENTS} addresses in {field}, got {n}"
+            found.append(problem((field,), "too_many_recipients", message))
+    if not any(_count(raw.get(field)) for field in ("to", "cc", "bcc")):
+        message = "at least one recipient is required (to, cc or bcc)"
+        found.append(problem(("to",), "no_recipients", message))
+    if not (_has_text(raw.get("html")) or _has_text(raw.get("text")) or raw.get("template_id")):
+        found.append(problem(("html",), "no_body", "html or text is required (at least one)"))
+    if (n := _count(raw.get("tags"))) > MAX_TAGS:
+        found.append(problem(("tags",), "too_many_tags", f"at most {MAX_TAGS} tags, got {n}"))
+    metadata = raw.get("metadata")
+    if isinstance(metadata, Mapping):
+        size = sum(len(f"{k}{v}".encode(errors="replace")) for k, v in metadata.items())
+        if size > MAX_METADATA_BYTES:
+            message = f"metadata must be at most {MAX_METADATA_BYTES} bytes in all, got {size}"
+            found.append(problem(("metadata",), "metadata_too_large", message))
+    headers = raw.get("headers")
+    if isinstance(headers, Mapping):
+        names = [str(name) for name in headers]
+        for i, name in enumerate(names):
+            if name.lower() in (seen.lower() for seen in names[:i]):
+                message = f"the {name} header is given more than once"
+                found.append(problem(("headers", name), "header_duplicate", message))
+    pools = [(key, str(raw[key]).strip()) for key in ("pool", "alias_id", "ippool") if raw.get(key)]
+    for key, value in pools[1:]:
+        if value != pools[0][1]:
+            message = f"{key} and {pools[0][0]} name different pools; give only one"
+            found.append(problem((key,), "pool_conflict", message))
+    attachments = raw.get("attachments")
+    if isinstance(attachments, list):
+        seen: set[str] = set()
+        for i, item in enumerate(attachments):
+            cid = item.get("content_id") if isinstance(item, Mapping) else None
+            if not isinstance(cid, str):
+                continue
+            if (cid := cid.strip().strip("<>")) in seen:
+                message = f"content_id {cid!r} is used by another attachment"
+                loc = ("attachments", i, "content_id")
+                found.append(problem(loc, "content_id_duplicate", message))
+            seen.add(cid)
+    return found
+
+
+def batch_problems(raw: Mapping[str, Any]) -> list[InitErrorDetails]:
+    messages = raw.get("messages")
+    if isinstance(messages, list) and not messages:
+        return [problem(("messages",), "batch_empty", "at least one message is required")]
+    if isinstance(messages, list) and len(messages) > MAX_BATCH:
+        message = f"at most {MAX_BATCH} messages per batch, got {len(messages)}"
+        return [problem(("messages",), "batch_too_large", message)]
+    return []
+
+
+# --- merging and reporting --------------------------------------------------------------
+
+_KNOWN_TYPES = frozenset(typing.get_args(core_schema.ErrorType))
+
+
+def merge(
+    title: str, exc: ValidationError | None, extra: Iterable[InitErrorDetails], order: Sequence[str]
+) -> ValidationError:
+    """One ValidationError with ``exc``'s errors and ``extra``, sorted by field order."""
+    errors: list[InitErrorDetails] = []
+    for error in exc.errors(include_url=False) if exc is not None else ():
+        rebuilt = problem(error["loc"], error["type"], error["msg"], error["input"])
+        if error["type"] in _KNOWN_TYPES:  # keep pydantic's own type and context
+            known = InitErrorDetails(type=error["type"], loc=error["loc"], input=error["input"])
+            if "ctx" in error:
+                known["ctx"] = error["ctx"]
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                ValidationError.from_exception_data(title, [known])
+                rebuilt = known
+        errors.append(rebuilt)
+    errors.extend(extra)
+
+    def position(error: InitErrorDetails) -> int:
+        head = error["loc"][0] if error["loc"] else ""
+        return order.index(head) if head in order else len(order)
+
+    return ValidationError.from_exception_data(title, sorted(errors, key=position))
+
+
+class HasErrors(Protocol):
+    def errors(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """``("to", 2, "email")`` -> ``to[2].email``; ``("headers", "X-Foo")`` -> ``headers.X-Foo``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "":  # an empty dict key
+            path += '[""]'
+        elif part != "[key]":  # pydantic's marker for "the key of this dict entry"
+            path += f".{part}" if path else part
+    return path
+
+
+def validation_details(exc: HasErrors) -> list[dict[str, str]]:
+    """``[{"field": "to[0].email", "message": "..."}, ...]``: the 422 ``details``.
+
+    Takes a pydantic ``ValidationError`` (so anything the send schemas raise) or any
+    error with the same ``errors()``, such as FastAPI's ``RequestValidationError``
+    (its leading ``"body"`` location is dropped). The document root is field ``""``.
+    """
+    details = []
+    for error in exc.errors():
+        loc = list(error.get("loc", ()))
+        if loc[:1] == ["body"]:
+            loc = loc[1:]
+        message = str(error.get("msg", "invalid value"))
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        details.append({"field": field_path(loc), "message": message})
+    return details

@@ -1,0 +1,31 @@
+"""SQLAlchemy tables. Import from here so Alembic sees every table."""
+
+from postroute.models.accounts import Account, ApiKey, IpCredential, User
+from postroute.models.base import Base
+from postroute.models.messages import (
+    DeliveryAttempt,
+    IdempotencyKey,
+    Message,
+    MessageContent,
+    MessageEvent,
+    MessageTag,
+)
+from postroute.models.pools import PoolDailyUsage, SmtpPool
+from postroute.models.queue import Delivery
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "Base",
+    "Delivery",
+    "DeliveryAttempt",
+    "IdempotencyKey",
+    "IpCredential",
+    "Message",
+    "MessageContent",
+    "MessageEvent",
+    "MessageTag",
+    "PoolDailyUsage",
+    "SmtpPool",
+    "User",
+]

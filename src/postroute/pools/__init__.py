@@ -1,0 +1,1 @@
+"""SMTP pools: CRUD, encrypted credentials, connection test, health and usage."""

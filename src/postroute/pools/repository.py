@@ -1,0 +1,78 @@
+"""All SQL for SMTP pools and their daily usage counters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postroute.models import PoolDailyUsage, SmtpPool
+
+
+async def list_pools(session: AsyncSession, account_id: str) -> Sequence[SmtpPool]:
+    stmt = (
+        sa.select(SmtpPool)
+        .where(SmtpPool.account_id == account_id)
+        .order_by(SmtpPool.priority, SmtpPool.created_at, SmtpPool.id)
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def get_pool(session: AsyncSession, account_id: str, pool_id: str) -> SmtpPool | None:
+    stmt = sa.select(SmtpPool).where(SmtpPool.account_id == account_id, SmtpPool.id == pool_id)
+    return await session.scalar(stmt)
+
+
+async def get_pool_by_name(session: AsyncSession, account_id: str, name: str) -> SmtpPool | None:
+    stmt = sa.select(SmtpPool).where(SmtpPool.account_id == account_id, SmtpPool.name == name)
+    return await session.scalar(stmt)
+
+
+async def count_pools(session: AsyncSession, account_id: str) -> int:
+    stmt = sa.select(sa.func.count()).select_from(SmtpPool).where(SmtpPool.account_id == account_id)
+    return int(await session.scalar(stmt) or 0)
+
+
+async def clear_default(session: AsyncSession, account_id: str, except_id: str | None) -> None:
+    stmt = sa.update(SmtpPool).where(SmtpPool.account_id == account_id, SmtpPool.is_default)
+    if except_id is not None:
+        stmt = stmt.where(SmtpPool.id != except_id)
+    await session.execute(stmt.values(is_default=False))
+
+
+async def delete_pool(session: AsyncSession, pool: SmtpPool) -> None:
+    await session.delete(pool)
+
+
+async def usage_on(
+    session: AsyncSession, pool_ids: Iterable[str], day: date
+) -> dict[str, PoolDailyUsage]:
+    ids = list(pool_ids)
+    if not ids:
+        return {}
+    stmt = sa.select(PoolDailyUsage).where(
+        PoolDailyUsage.pool_id.in_(ids), PoolDailyUsage.day == day
+    )
+    return {row.pool_id: row for row in (await session.scalars(stmt)).all()}
+
+
+async def add_usage(
+    session: AsyncSession, pool_id: str, day: date, *, sent: int = 0, throttled: int = 0
+) -> None:
+    """Atomic upsert of today's counters (works alike on SQLite and PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(PoolDailyUsage).values(pool_id=pool_id, day=day, sent=sent, throttled=throttled)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[PoolDailyUsage.pool_id, PoolDailyUsage.day],
+        set_={
+            "sent": PoolDailyUsage.sent + stmt.excluded.sent,
+            "throttled": PoolDailyUsage.throttled + stmt.excluded.throttled,
+        },
+    )
+    await session.execute(stmt)

@@ -1,0 +1,199 @@
+"""Open authenticated aiosmtplib sessions to an upstream relay; classify failures."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import Iterator
+from functools import lru_cache
+
+import aiosmtplib
+
+from postroute.pools.errors import (
+    SMTP_AUTH_ERROR,
+    SMTP_CONNECTION_ERROR,
+    SMTP_RATE_LIMIT,
+    SMTP_REJECTED,
+    SMTP_TIMEOUT,
+    SMTP_TLS_ERROR,
+)
+from postroute.pools.relay_config import ClientOptions, RelayConfig
+
+ENCRYPTIONS = frozenset({"tls", "ssl", "none"})
+
+# 4xx replies that mean "slow down" (e.g. SES `454 Throttling failure`): by text, not code.
+_THROTTLE_TEXT = re.compile(r"throttl|rate.?limit|too many|exceeded|quota", re.IGNORECASE)
+_AUTH_CODES = frozenset({530, 534, 535})
+
+
+class RelayError(Exception):
+    """A classified failure talking to an upstream relay. `detail` never holds secrets."""
+
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        smtp_code: int | None = None,
+        smtp_message: str | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.smtp_code = smtp_code
+        self.smtp_message = smtp_message
+
+    def redacted(self, secret: str | None) -> RelayError:
+        """A copy with every occurrence of `secret` masked."""
+        if not secret:
+            return self
+        message = self.smtp_message
+        return RelayError(
+            self.code,
+            self.detail.replace(secret, "***"),
+            smtp_code=self.smtp_code,
+            smtp_message=message.replace(secret, "***") if message is not None else None,
+        )
+
+
+@lru_cache(maxsize=32)
+def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
+    """Client TLS context: system CAs plus `ca_file`, TLS >= 1.2. Cached per arguments."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def open_session(relay: RelayConfig, options: ClientOptions) -> aiosmtplib.SMTP:
+    """Connect, EHLO, STARTTLS/implicit TLS, AUTH within `options.timeout`; else RelayError."""
+    if relay.encryption not in ENCRYPTIONS:
+        raise ValueError(f"unknown encryption {relay.encryption!r}")
+    context = None
+    if relay.encryption != "none":
+        ca_file = str(options.ca_file) if options.ca_file is not None else None
+        context = tls_context(ca_file, relay.verify_tls)
+    smtp = aiosmtplib.SMTP(
+        hostname=relay.host,
+        port=relay.port,
+        local_hostname=options.helo_name,
+        timeout=options.timeout,
+        use_tls=relay.encryption == "ssl",
+        start_tls=False,  # never None: that means "upgrade if offered" (see NOTES)
+        tls_context=context,
+    )
+    stage = "connect"
+    try:
+        async with asyncio.timeout(options.timeout):
+            await smtp.connect()
+            stage = "EHLO"
+            await smtp.ehlo()
+            if relay.encryption == "tls":
+                stage = "STARTTLS"
+                await _starttls(smtp)
+                stage = "EHLO"
+                await smtp.ehlo()
+            if relay.username:
+                stage = "AUTH"
+                await _login(smtp, relay.username, relay.password or "")
+    except Exception as exc:
+        smtp.close()
+        error = _for_stage(classify(exc), stage)
+        where = f"{stage} at {relay.host}:{relay.port}"
+        if error.code == SMTP_TIMEOUT and isinstance(exc, TimeoutError):
+            detail = f"{where}: no answer within {options.timeout:g} s"
+        else:
+            detail = f"{where}: {error.detail}"
+        raise RelayError(
+            error.code, detail, smtp_code=error.smtp_code, smtp_message=error.smtp_message
+        ).redacted(relay.password) from exc
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
+
+
+async def _starttls(smtp: aiosmtplib.SMTP) -> None:
+    if not smtp.supports_extension("starttls"):
+        raise RelayError(SMTP_TLS_ERROR, "STARTTLS required but not offered by the relay")
+    await smtp.starttls()
+
+
+async def _login(smtp: aiosmtplib.SMTP, username: str, password: str) -> None:
+    if not smtp.supports_extension("auth"):
+        raise RelayError(SMTP_AUTH_ERROR, "credentials configured but the relay offers no AUTH")
+    await smtp.login(username, password)
+
+
+def _for_stage(error: RelayError, stage: str) -> RelayError:
+    """A reply refusing STARTTLS is a TLS error; one refusing AUTH is an auth error."""
+    if error.code != SMTP_REJECTED or stage not in ("STARTTLS", "AUTH"):
+        return error
+    code = SMTP_TLS_ERROR if stage == "STARTTLS" else SMTP_AUTH_ERROR
+    return RelayError(
+        code, error.detail, smtp_code=error.smtp_code, smtp_message=error.smtp_message
+    )
+
+
+def classify(exc: BaseException) -> RelayError:
+    """Map an aiosmtplib/ssl/OSError/timeout exception (and its causes) to a RelayError."""
+    if isinstance(exc, RelayError):
+        return exc
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        exc = exc.recipients[0]
+    chain = list(_causes(exc))
+    tls_exc = next((e for e in chain if isinstance(e, ssl.SSLError | ssl.CertificateError)), None)
+    if tls_exc is not None:
+        return RelayError(SMTP_TLS_ERROR, f"TLS failure: {_describe(tls_exc)}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        auth = isinstance(exc, aiosmtplib.SMTPAuthenticationError)
+        return _from_reply(exc.code, exc.message, auth=auth)
+    if any(isinstance(e, TimeoutError) for e in chain):
+        return RelayError(SMTP_TIMEOUT, _describe(exc))
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return RelayError(SMTP_REJECTED, _describe(exc))
+    if isinstance(exc, aiosmtplib.SMTPException) and not isinstance(exc, ConnectionError):
+        text = exc.message.lower()
+        if "starttls" in text or "using tls" in text:
+            return RelayError(SMTP_TLS_ERROR, exc.message)
+        if "auth" in text:
+            return RelayError(SMTP_AUTH_ERROR, exc.message)
+    return RelayError(SMTP_CONNECTION_ERROR, _describe(exc))
+
+
+def _from_reply(code: int, message: str, *, auth: bool) -> RelayError:
+    text = f"{code} {message}".strip()
+    if 400 <= code < 500 and _THROTTLE_TEXT.search(message):
+        kind = SMTP_RATE_LIMIT
+    elif code == 530 and "tls" in message.lower():
+        kind = SMTP_TLS_ERROR  # "530 Must issue a STARTTLS command first"
+    elif auth or code in _AUTH_CODES:
+        kind = SMTP_AUTH_ERROR
+    else:
+        kind = SMTP_REJECTED
+    return RelayError(kind, f"relay replied {text}", smtp_code=code, smtp_message=message)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it was raised from, as a traceback would show it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        if current.__cause__ is not None:
+            current = current.__cause__
+        elif not current.__suppress_context__:
+            current = current.__context__
+        else:
+            current = None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

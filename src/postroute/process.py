@@ -1,0 +1,79 @@
+"""Compose the long-running parts of one process and stop them cleanly on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from postroute import migrate
+from postroute.api.app import create_app
+from postroute.api.runtime import Runtime
+from postroute.config import Settings, parse_bind
+from postroute.delivery.worker import Worker
+
+log = logging.getLogger("postroute")
+
+
+@dataclass(frozen=True)
+class Parts:
+    api: bool = True
+    worker: bool = True
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: this process decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+async def serve_forever(settings: Settings, parts: Parts) -> None:
+    setup_logging(settings)
+    runtime = Runtime.build(settings)
+    if settings.is_sqlite:
+        await migrate.upgrade(runtime.engine)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    tasks: list[asyncio.Task[None]] = []
+    worker: Worker | None = None
+    server: _Server | None = None
+    if parts.worker:
+        worker = Worker(runtime)
+        runtime.wake_worker = worker.wake
+        tasks.append(asyncio.create_task(worker.run(), name="worker"))
+        log.info("delivery worker %s started", worker.owner)
+    if parts.api:
+        host, port = parse_bind(settings.http_bind, 8000)
+        config = uvicorn.Config(
+            create_app(runtime), host=host, port=port, log_level="warning", lifespan="on"
+        )
+        server = _Server(config)
+        tasks.append(asyncio.create_task(server.serve(), name="http"))
+        log.info("HTTP API on http://%s:%s", host, port)
+
+    await stop.wait()
+    log.info("stopping")
+    if server is not None:
+        server.should_exit = True
+    if worker is not None:
+        await worker.stop()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await runtime.close()
+    log.info("stopped")

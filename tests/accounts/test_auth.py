@@ -1,0 +1,88 @@
+"""API keys: Bearer authentication, revocation, last use, the error envelope."""
+
+from __future__ import annotations
+
+import httpx
+
+from postroute.api.runtime import Runtime
+from tests.conftest import Tenant
+
+
+async def test_missing_key_is_401_with_envelope(client: httpx.AsyncClient) -> None:
+    reply = await client.get("/v1/smtp-pools")
+    assert reply.status_code == 401
+    body = reply.json()
+    assert body["error"]["code"] == "unauthorized"
+    assert body["error"]["message"]
+    assert body["error"]["details"] == []
+
+
+async def test_unknown_key_is_401(client: httpx.AsyncClient) -> None:
+    reply = await client.get("/v1/smtp-pools", headers={"Authorization": "Bearer pr_live_nope"})
+    assert reply.status_code == 401
+    assert reply.json()["error"]["code"] == "unauthorized"
+
+
+async def test_wrong_scheme_is_401(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    reply = await client.get("/v1/smtp-pools", headers={"Authorization": f"Basic {tenant.key}"})
+    assert reply.status_code == 401
+
+
+async def test_key_works_and_records_last_use(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    assert (await client.get("/v1/smtp-pools", headers=tenant.headers)).status_code == 200
+    keys = (await client.get("/v1/api-keys", headers=tenant.headers)).json()["data"]
+    assert len(keys) == 1
+    assert keys[0]["last_used_at"] is not None
+    assert "key" not in keys[0] and "key_hash" not in keys[0]
+    assert tenant.key not in str(keys)
+
+
+async def test_created_key_shown_once_then_revoked_key_is_401(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    created = await client.post("/v1/api-keys", json={"name": "ci"}, headers=tenant.headers)
+    assert created.status_code == 201
+    new_key = created.json()["key"]
+    assert new_key.startswith("pr_live_")
+    listed = (await client.get("/v1/api-keys", headers=tenant.headers)).text
+    assert new_key not in listed
+    auth = {"Authorization": f"Bearer {new_key}"}
+    assert (await client.get("/v1/smtp-pools", headers=auth)).status_code == 200
+    revoked = await client.delete(f"/v1/api-keys/{created.json()['id']}", headers=tenant.headers)
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    after = await client.get("/v1/smtp-pools", headers=auth)
+    assert after.status_code == 401
+    assert after.json()["error"]["code"] == "unauthorized"
+
+
+async def test_other_accounts_key_is_404(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    created = await client.post("/v1/api-keys", json={}, headers=tenant.headers)
+    reply = await client.delete(
+        f"/v1/api-keys/{created.json()['id']}", headers=other_tenant.headers
+    )
+    assert reply.status_code == 404
+    assert reply.json()["error"]["code"] == "not_found"
+
+
+async def test_keys_are_stored_as_hashes(runtime: Runtime, tenant: Tenant) -> None:
+    import sqlalchemy as sa
+
+    async with runtime.sessions() as session:
+        rows = (await session.execute(sa.text("SELECT key_hash, prefix FROM api_keys"))).all()
+    assert rows and all(tenant.key not in (h + p) for h, p in rows)
+
+
+async def test_healthz_and_openapi(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    spec = (await client.get("/openapi.json")).json()
+    for path in ("/v1/smtp-pools", "/v1/smtp-pools/{pool_id}", "/v1/smtp-pools/{pool_id}/test"):
+        assert path in spec["paths"]
+    assert (await client.get("/docs")).status_code == 200
+
+
+async def test_unknown_route_has_envelope(client: httpx.AsyncClient) -> None:
+    reply = await client.get("/v1/nothing-here")
+    assert reply.status_code == 404
+    assert reply.json()["error"]["code"] == "not_found"

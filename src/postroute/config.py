@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
     idempotency_hours: int = Field(default=24, ge=1)
 
+    # SMTP submission (relay ingress)
+    smtp_hostname: str | None = Field(default=None, description="Name in the greeting/EHLO.")
+    smtp_max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    smtp_max_recipients: int = Field(default=50, ge=1)
+    smtp_max_messages_per_connection: int = Field(default=100, ge=1)
+    smtp_max_connections_per_ip_per_minute: int = Field(default=600, ge=1)
+    smtp_max_auth_failures_per_ip_per_minute: int = Field(default=5, ge=1)
+    smtp_max_command_bytes: int = Field(default=1024, ge=512)
+    smtp_idle_timeout_seconds: float = Field(default=300.0, gt=0)
+
     log_level: str = "INFO"
 
     @field_validator("database_url")

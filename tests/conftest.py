@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import httpx
@@ -30,7 +31,8 @@ from postroute.config import Settings
 from postroute.db import create_engine
 from postroute.kit.clock import FakeClock
 from postroute.models import Base
-from tests.support.fixtures import RelayCA
+if TYPE_CHECKING:
+    from tests.support.fixtures import RelayCA
 
 pytest_plugins = ["tests.support.fixtures"]  # relays, CA, closed port, silent server
 

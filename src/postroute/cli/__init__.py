@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from postroute.cli import admin, pools, run
+from postroute.cli import admin, pools, run, send, smtp
 
 app = typer.Typer(
     name="postroute",
@@ -18,9 +18,12 @@ app.command("migrate")(run.migrate)
 app.command("serve")(run.serve)
 app.command("api")(run.api)
 app.command("worker")(run.worker)
+app.command("smtp")(smtp.smtp)
+app.command("send")(send.send)
 app.add_typer(admin.accounts_app, name="accounts")
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(pools.app, name="pools")
+app.add_typer(smtp.ip_credentials_app, name="ip-credentials")
 
 
 def main() -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
-from pydantic import SecretStr
 
 from postroute.cli.common import fail, resolve_account, run, runtime, validated
 from postroute.pools import service
 from postroute.pools.probe import ProbeResult, probe
-from postroute.pools.schemas import PoolCreate, RateLimit
+from postroute.pools.schemas import PoolCreate
 
 app = typer.Typer(help="Manage SMTP pools (upstream relays).", no_args_is_help=True)
 AccountOpt = Annotated[str | None, typer.Option("--account", help="Account name or id.")]
@@ -66,28 +65,25 @@ def add_pool(
     """Add an SMTP pool. The password is encrypted at rest and never printed."""
     if username and password is None:
         password = typer.prompt("Relay password", hide_input=True)
-    rate = None
+    body: dict[str, object] = {
+        "name": name,
+        "host": host,
+        "port": port,
+        "username": username,
+        "password": password,
+        "encryption": encryption,
+        "verify_tls": not no_verify_tls,
+        "is_active": not inactive,
+        "is_default": default,
+        "priority": priority,
+        "failover": not no_failover,
+        "daily_limit": daily_limit,
+        "max_connections": max_connections,
+        "from_email": from_email,
+    }
     if per_second is not None or per_minute is not None:
-        rate = validated(lambda: RateLimit(per_second=per_second, per_minute=per_minute))
-    data = validated(
-        lambda: PoolCreate(
-            name=name,
-            host=host,
-            port=port,
-            username=username,
-            password=SecretStr(password) if password else None,
-            encryption=_encryption(encryption),
-            verify_tls=not no_verify_tls,
-            is_active=not inactive,
-            is_default=default,
-            priority=priority,
-            failover=not no_failover,
-            daily_limit=daily_limit,
-            rate_limit=rate,
-            max_connections=max_connections,
-            from_email=from_email,
-        )
-    )
+        body["rate_limit"] = {"per_second": per_second, "per_minute": per_minute}
+    data = validated(lambda: PoolCreate.model_validate(body))
 
     async def go() -> str:
         async with runtime() as rt, rt.sessions() as session:
@@ -97,12 +93,6 @@ def add_pool(
             return f"{pool.id}  {pool.name}" + ("  (default)" if pool.is_default else "")
 
     typer.echo(run(go))
-
-
-def _encryption(value: str) -> Literal["tls", "ssl", "none"]:
-    if value not in ("tls", "ssl", "none"):
-        fail(f"--encryption must be tls, ssl or none, not {value!r}", 2)
-    return value  # type: ignore[return-value]
 
 
 @app.command("test")

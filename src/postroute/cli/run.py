@@ -31,7 +31,7 @@ def migrate() -> None:
 
 def serve() -> None:
     """Everything in one process: HTTP API, SMTP submission and the delivery worker."""
-    _forever(Parts(api=True, worker=True))
+    _forever(Parts(api=True, worker=True, smtp=True))
 
 
 def api() -> None:

@@ -98,8 +98,11 @@ def encode_cursor(message_id: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
+        value = ""
+    if not value.startswith("msg_"):
         raise errors.ValidationFailed(
             "invalid cursor",
             details=[{"field": "cursor", "message": "not a cursor from next_cursor"}],

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=200, ge=1, le=5000)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     connection_idle_seconds: float = Field(default=30.0, gt=0)
+    max_queue_hours: float = Field(
+        default=72.0, gt=0, description="A message waiting for a pool longer than this is dropped."
+    )
+
+    # Routing: circuit breaker and adaptive slow-down
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
+    throttle_recovery_seconds: float = Field(default=30.0, gt=0)
 
     # HTTP API
     max_request_bytes: int = Field(default=30 * 1024 * 1024, gt=0)

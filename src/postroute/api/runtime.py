@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroute.config import Settings
@@ -26,6 +27,7 @@ class Runtime:
     clock: Clock
     box: SecretBox
     client_options: ClientOptions
+    redis: aioredis.Redis | None = None  # shared limits across workers when configured
     # Called after new mail is queued, so an in-process worker starts at once.
     wake_worker: Callable[[], None] = field(default=_no_op)
 
@@ -43,7 +45,10 @@ class Runtime:
                 ca_file=settings.relay_ca_file,
                 helo_name=settings.relay_helo_name,
             ),
+            redis=aioredis.from_url(settings.redis_url) if settings.redis_url else None,
         )
 
     async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.engine.dispose()

@@ -1,14 +1,15 @@
-"""Turn relay reports into rows: attempts, events, message status, queue changes, usage.
+"""Turn what happened to claimed messages into rows: attempts, events, message status,
+queue changes, pool usage and pool health.
 
-Reports are written in batches, one transaction each, so the database sees a few large
-writes instead of many small ones. Only rows this worker still leases are written.
+Written in batches, one transaction each. Only rows this worker still leases are
+written (a lease that expired and was taken over is left to its new owner).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -16,72 +17,91 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import events
 from postroute.delivery import repository as repo
-from postroute.delivery.repository import Claimed
-from postroute.delivery.results import Bounced, Deferred, RelayDown, Sent, reply_line
+from postroute.delivery.dispatch import Hold, InFlight
+from postroute.delivery.health import HealthBook
+from postroute.delivery.results import Bounced, Deferred, Outcome, RelayDown, Sent, reply_line
 from postroute.delivery.retry import RetryPolicy
-from postroute.delivery.senders import Report
+from postroute.delivery.senders import POOL_DOWN, Report
 from postroute.kit import ids
 from postroute.pools import repository as pools_repo
 
 
-@dataclass(frozen=True)
-class Done:
-    claimed: Claimed
-    report: Report
-
-
 @dataclass
 class Rows:
-    messages: list[dict[str, Any]]
-    events: list[dict[str, Any]]
-    attempts: list[dict[str, Any]]
-    finished: list[str]
-    rescheduled: list[dict[str, Any]]
-    sent_per_pool: Counter[str]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+    rescheduled: list[dict[str, Any]] = field(default_factory=list)
+    sent: Counter[str] = field(default_factory=Counter)  # pool -> +sent (no reservation)
+    refunds: Counter[str] = field(default_factory=Counter)  # pool -> reserved, not sent
+    touched: dict[str, datetime] = field(default_factory=dict)  # pools with news, and when
+    succeeded: set[str] = field(default_factory=set)  # pools that took a message
 
 
-def build_rows(done: Sequence[Done], policy: RetryPolicy) -> Rows:
-    rows = Rows([], [], [], [], [], Counter())
-    for item in done:
-        _add(rows, item, policy)
-    return rows
-
-
-def _event(item: Done, kind: str, when: datetime, data: dict[str, Any]) -> dict[str, Any]:
+def event_row(fl: InFlight, kind: str, when: datetime, data: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": ids.new_id(ids.EVENT),
-        "account_id": item.claimed.account_id,
-        "message_id": item.claimed.message_id,
+        "account_id": fl.claimed.account_id,
+        "message_id": fl.claimed.message_id,
         "type": kind,
         "created_at": when,
         "data": data,
     }
 
 
-def _add(rows: Rows, item: Done, policy: RetryPolicy) -> None:
-    report, claimed = item.report, item.claimed
-    outcome, pool_id = report.outcome, report.job.pool_id
-    attempt = claimed.attempts + 1
-    now = report.finished_at
-    reply = reply_line(outcome)
-    code = outcome.smtp_code if isinstance(outcome, RelayDown) else outcome.code
-    rows.attempts.append(
-        {
-            "id": ids.new_id(ids.ATTEMPT),
-            "account_id": claimed.account_id,
-            "message_id": claimed.message_id,
-            "number": attempt,
-            "pool_id": pool_id,
-            "outcome": _kind(outcome),
-            "reply_code": code,
-            "reply_text": outcome.detail if isinstance(outcome, RelayDown) else outcome.text,
-            "error_code": outcome.error_code if isinstance(outcome, RelayDown) else None,
-            "started_at": report.started_at,
-            "finished_at": now,
-        }
-    )
+def really_tried(fl: InFlight) -> list[Report]:
+    """Reports of sends actually tried (a pool refused by the breaker was not tried)."""
+    return [
+        r
+        for r in fl.reports
+        if not (isinstance(r.outcome, RelayDown) and r.outcome.error_code == POOL_DOWN)
+    ]
+
+
+def _kind(outcome: Outcome) -> str:
+    return {Sent: "sent", Bounced: "bounced", Deferred: "deferred"}.get(type(outcome), "relay_down")
+
+
+def add_outcome(rows: Rows, fl: InFlight, policy: RetryPolicy, max_age_until: datetime) -> None:
+    """A message whose tries are over for this claim (sent, bounced, deferred, dropped)."""
+    claimed, attempt = fl.claimed, fl.claimed.attempts + 1
+    tried = really_tried(fl)
+    for report in fl.reports:
+        rows.touched[report.job.pool_id] = report.finished_at
+        if report.job.reserved and not isinstance(report.outcome, Sent):
+            rows.refunds[report.job.pool_id] += 1
+    for report in tried:
+        o = report.outcome
+        rows.attempts.append(
+            {
+                "id": ids.new_id(ids.ATTEMPT),
+                "account_id": claimed.account_id,
+                "message_id": claimed.message_id,
+                "number": attempt,
+                "pool_id": report.job.pool_id,
+                "outcome": _kind(o),
+                "reply_code": o.smtp_code if isinstance(o, RelayDown) else o.code,
+                "reply_text": o.detail if isinstance(o, RelayDown) else o.text,
+                "error_code": o.error_code if isinstance(o, RelayDown) else None,
+                "started_at": report.started_at,
+                "finished_at": report.finished_at,
+            }
+        )
+        if isinstance(o, Sent):
+            rows.succeeded.add(report.job.pool_id)
+            if not report.job.reserved:
+                rows.sent[report.job.pool_id] += 1
+    first, last = tried[0], tried[-1]
+    outcome, pool_id, now = last.outcome, last.job.pool_id, last.finished_at
     if claimed.attempts == 0:
-        rows.events.append(_event(item, events.PROCESSED, report.started_at, {"pool_id": pool_id}))
+        rows.events.append(
+            event_row(fl, events.PROCESSED, first.started_at, {"pool_id": first.job.pool_id})
+        )
+    reply = reply_line(outcome)
+    base: dict[str, Any] = {"pool_id": pool_id, "attempt": attempt, "reply": reply}
+    if len(tried) > 1:
+        base["pools_tried"] = [r.job.pool_id for r in tried]
     message: dict[str, Any] = {
         "id": claimed.message_id,
         "attempts": attempt,
@@ -89,63 +109,125 @@ def _add(rows: Rows, item: Done, policy: RetryPolicy) -> None:
         "pool_id": pool_id,
         "updated_at": now,
     }
-    base = {"pool_id": pool_id, "attempt": attempt, "reply": reply}
     if isinstance(outcome, Sent):
         message.update(status=events.SENT, relay_queue_id=outcome.queue_id)
-        rows.events.append(_event(item, events.SENT, now, {**base, "queue_id": outcome.queue_id}))
+        rows.events.append(event_row(fl, events.SENT, now, {**base, "queue_id": outcome.queue_id}))
         rows.finished.append(claimed.message_id)
-        rows.sent_per_pool[pool_id] += 1
     elif isinstance(outcome, Bounced):
         message.update(status=events.BOUNCED)
-        rows.events.append(_event(item, events.BOUNCED, now, {**base, "type": "hard"}))
+        rows.events.append(event_row(fl, events.BOUNCED, now, {**base, "type": "hard"}))
         rows.finished.append(claimed.message_id)
     else:
         retry_at = policy.next_attempt(attempt, now)
-        if retry_at is None:
+        if retry_at is None or retry_at > max_age_until:
             message.update(status=events.DROPPED)
             data = {**base, "reason": f"gave up after {attempt} attempts"}
-            rows.events.append(_event(item, events.DROPPED, now, data))
+            rows.events.append(event_row(fl, events.DROPPED, now, data))
             rows.finished.append(claimed.message_id)
         else:
             message.update(status=events.DEFERRED)
             data = {**base, "next_attempt_at": retry_at.isoformat()}
             if isinstance(outcome, RelayDown):
                 data["error_code"] = outcome.error_code
-            rows.events.append(_event(item, events.DEFERRED, now, data))
+            rows.events.append(event_row(fl, events.DEFERRED, now, data))
             rows.rescheduled.append(
                 {
                     "message_id": claimed.message_id,
                     "next_attempt_at": retry_at,
                     "attempts": attempt,
-                    "pool_id": pool_id,
+                    "pool_id": claimed.pool_id,  # the pool asked for, not the last one tried
                 }
             )
     rows.messages.append(message)
 
 
-def _kind(outcome: Sent | Deferred | Bounced | RelayDown) -> str:
-    if isinstance(outcome, Sent):
-        return "sent"
-    if isinstance(outcome, Bounced):
-        return "bounced"
-    if isinstance(outcome, Deferred):
-        return "deferred"
-    return "relay_down"
+def add_hold(rows: Rows, fl: InFlight, hold: Hold, now: datetime, max_age_until: datetime) -> None:
+    """No pool can take the message now: it waits, without using an attempt."""
+    claimed = fl.claimed
+    reply = f"{hold.error_code}: {hold.reason}"
+    message: dict[str, Any] = {"id": claimed.message_id, "last_reply": reply, "updated_at": now}
+    if fl.route_note:
+        message["route_note"] = fl.route_note
+    if hold.until > max_age_until:
+        message["status"] = events.DROPPED
+        data = {"reason": f"no pool could take it before the queue lifetime ran out ({reply})"}
+        rows.events.append(event_row(fl, events.DROPPED, now, data))
+        rows.finished.append(claimed.message_id)
+    else:
+        message["status"] = events.DEFERRED
+        data = {
+            "error_code": hold.error_code,
+            "reason": hold.reason,
+            "next_attempt_at": hold.until.isoformat(),
+        }
+        rows.events.append(event_row(fl, events.DEFERRED, now, data))
+        rows.rescheduled.append(
+            {
+                "message_id": claimed.message_id,
+                "next_attempt_at": hold.until,
+                "attempts": claimed.attempts,
+                "pool_id": claimed.pool_id,
+            }
+        )
+    rows.messages.append(message)
 
 
 async def write(
-    session: AsyncSession, owner: str, done: Sequence[Done], policy: RetryPolicy
-) -> list[Done]:
-    """Write what this worker still owns; returns the items written."""
-    owned = await repo.still_leased(session, owner, [d.claimed.message_id for d in done])
-    mine = [d for d in done if d.claimed.message_id in owned]
-    rows = build_rows(mine, policy)
-    await repo.add_attempts(session, rows.attempts)
-    await repo.add_events(session, rows.events)
-    await repo.update_messages(session, rows.messages)
-    await repo.finish(session, rows.finished)
-    await repo.reschedule(session, rows.rescheduled)
-    for pool_id, count in rows.sent_per_pool.items():
-        day = next(d.report.finished_at.date() for d in mine if d.report.job.pool_id == pool_id)
-        await pools_repo.add_usage(session, pool_id, day, sent=count)
-    return mine
+    session: AsyncSession, owner: str, rows: Rows, ids_: Sequence[str], book: HealthBook
+) -> None:
+    """Write ``rows`` for the messages in ``ids_`` that this worker still leases."""
+    owned = await repo.still_leased(session, owner, list(ids_))
+    keep = _only(rows, owned)
+    await repo.add_attempts(session, keep.attempts)
+    await repo.add_events(session, keep.events)
+    await repo.update_messages(session, keep.messages)
+    await repo.finish(session, keep.finished)
+    await repo.reschedule(session, keep.rescheduled)
+    for pool_id in set(keep.sent) | set(keep.refunds):
+        day = rows.touched.get(pool_id)
+        if day is not None:
+            await pools_repo.add_usage(
+                session, pool_id, day.date(), sent=keep.sent[pool_id] - keep.refunds[pool_id]
+            )
+    for pool_id, when in rows.touched.items():
+        await _write_health(session, pool_id, book, when, pool_id in rows.succeeded)
+
+
+def _only(rows: Rows, owned: set[str]) -> Rows:
+    def mine(row: dict[str, Any], key: str) -> bool:
+        return str(row[key]) in owned
+
+    return Rows(
+        messages=[r for r in rows.messages if mine(r, "id")],
+        events=[r for r in rows.events if mine(r, "message_id")],
+        attempts=[r for r in rows.attempts if mine(r, "message_id")],
+        finished=[m for m in rows.finished if m in owned],
+        rescheduled=[r for r in rows.rescheduled if mine(r, "message_id")],
+        sent=rows.sent,
+        refunds=rows.refunds,
+        touched=rows.touched,
+        succeeded=rows.succeeded,
+    )
+
+
+async def _write_health(
+    session: AsyncSession, pool_id: str, book: HealthBook, now: datetime, succeeded: bool
+) -> None:
+    pool = await pools_repo.get_pool_for_update(session, pool_id)
+    if pool is None:
+        return
+    h = book.get(pool_id)
+    if pool.health_state == "down" and not h.down and not succeeded:
+        return  # another worker opened the circuit; only a success or a probe closes it
+    pool.consecutive_failures = h.failures
+    pool.effective_rate = h.effective_rate
+    pool.health_last_checked_at = now
+    if h.last_error is not None:
+        pool.health_last_error = h.last_error
+    if h.down:
+        if pool.health_state != "down":
+            pool.health_state, pool.down_until = "down", h.down_until
+    elif h.failures or h.effective_rate is not None:
+        pool.health_state, pool.down_until = "degraded", None
+    else:
+        pool.health_state, pool.down_until = "healthy", None

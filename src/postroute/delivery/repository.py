@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from postroute.kit.clock import as_utc
 from postroute.models import (
     Delivery,
     DeliveryAttempt,
@@ -28,6 +29,7 @@ class Claimed:
     account_id: str
     pool_id: str | None
     attempts: int
+    created_at: datetime
 
 
 async def claim(
@@ -50,11 +52,17 @@ async def claim(
         sa.update(Delivery)
         .where(Delivery.message_id.in_(due.scalar_subquery()))
         .values(state=LEASED, lease_owner=owner, lease_expires_at=expires, next_attempt_at=expires)
-        .returning(Delivery.message_id, Delivery.account_id, Delivery.pool_id, Delivery.attempts)
+        .returning(
+            Delivery.message_id,
+            Delivery.account_id,
+            Delivery.pool_id,
+            Delivery.attempts,
+            Delivery.created_at,
+        )
         .execution_options(synchronize_session=False)
     )
     rows = (await session.execute(stmt)).all()
-    return [Claimed(r[0], r[1], r[2], r[3]) for r in rows]
+    return [Claimed(r[0], r[1], r[2], r[3], as_utc(r[4])) for r in rows]
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
-"""Which pool carries a message: the one it was given if usable, else the account's default,
-else the first active pool by priority. Pools are reloaded with every claimed batch."""
+"""Which pools may carry a message, in order.
+
+First the pool the send named, if active; else the account's default; else the first
+active pool by priority (the message records why). When that pool's ``failover`` is on,
+the other active pools follow by priority: relay-level trouble moves the message on.
+"""
 
 from __future__ import annotations
 
@@ -38,29 +42,50 @@ def choose(pools_by_priority: Sequence[SmtpPool], wanted: str | None) -> Route |
     return None
 
 
+def candidates(
+    pools_by_priority: Sequence[SmtpPool], wanted: str | None
+) -> tuple[Route | None, list[SmtpPool]]:
+    """The route and every pool that may carry the message, in the order to try them."""
+    route = choose(pools_by_priority, wanted)
+    if route is None:
+        return None, []
+    primary = next(p for p in pools_by_priority if p.id == route.pool_id)
+    if not primary.failover:
+        return route, [primary]
+    others = [p for p in pools_by_priority if p.is_active and p.id != primary.id]
+    return route, [primary, *others]
+
+
+def rate_per_second(pool: SmtpPool) -> float | None:
+    if pool.rate_limit_count is None:
+        return None
+    return pool.rate_limit_count / (1.0 if pool.rate_limit_period == "second" else 60.0)
+
+
 class PoolDirectory:
     """The worker's view of every pool it routes to, with decrypted relay settings."""
 
     def __init__(self, box: SecretBox) -> None:
         self._box = box
-        self._by_account: dict[str, list[SmtpPool]] = {}
-        self._relays: dict[str, tuple[RelayConfig, int]] = {}
+        self.by_account: dict[str, list[SmtpPool]] = {}
+        self.by_id: dict[str, SmtpPool] = {}
+        self._relays: dict[str, RelayConfig] = {}
         self._versions: dict[str, object] = {}
 
     async def refresh(self, session: AsyncSession, account_ids: Iterable[str]) -> None:
         for account_id in account_ids:
             rows = list(await pools_repo.list_pools(session, account_id))
-            self._by_account[account_id] = rows
+            self.by_account[account_id] = rows
             for pool in rows:
+                self.by_id[pool.id] = pool
                 if self._versions.get(pool.id) != pool.updated_at:
-                    self._relays[pool.id] = (
-                        pools.relay_config(pool, self._box),
-                        pool.max_connections,
-                    )
+                    self._relays[pool.id] = pools.relay_config(pool, self._box)
                     self._versions[pool.id] = pool.updated_at
 
-    def route(self, account_id: str, wanted: str | None) -> Route | None:
-        return choose(self._by_account.get(account_id, []), wanted)
+    def candidates(
+        self, account_id: str, wanted: str | None
+    ) -> tuple[Route | None, list[SmtpPool]]:
+        return candidates(self.by_account.get(account_id, []), wanted)
 
-    def relay(self, pool_id: str) -> tuple[RelayConfig, int]:
+    def relay(self, pool_id: str) -> RelayConfig:
         return self._relays[pool_id]

@@ -1,7 +1,9 @@
 """Per-pool senders: up to ``max_connections`` tasks, each owning one reused SMTP session.
 
-A task takes the next job from the pool's queue, opens its session if needed (RSET before
-every reuse), sends, reports the outcome, and closes its session after ``idle_seconds``
+A task takes the next job from the pool's queue, checks that the pool is still usable
+(circuit breaker), waits its turn under the rate limits, opens its session if needed
+(with Redis, first taking one of the pool's shared connection slots; RSET before every
+reuse), sends, and reports the outcome. It closes its session after ``idle_seconds``
 without work. Connection, TLS and AUTH failures become ``RelayDown`` outcomes.
 """
 
@@ -16,12 +18,16 @@ from datetime import datetime
 import aiosmtplib
 
 from postroute.delivery import transport
+from postroute.delivery.limits import ConnectionSlots
+from postroute.delivery.pacing import Pacer
 from postroute.delivery.results import Outcome, RelayDown
 from postroute.kit.clock import Clock
 from postroute.pools.relay_config import ClientOptions, RelayConfig
 from postroute.pools.smtp_client import RelayError, open_session
 
 log = logging.getLogger("postroute.delivery")
+SLOT_POLL = 0.05
+POOL_DOWN = "pool_down"
 
 
 @dataclass
@@ -31,6 +37,7 @@ class Job:
     sender: str
     recipient: str
     data: bytes
+    reserved: bool = False  # a daily-limit slot was reserved for this send
 
 
 @dataclass(frozen=True)
@@ -42,24 +49,28 @@ class Report:
 
 
 ReportFn = Callable[[Report], None]
+Gate = Callable[[str], str | None]  # pool id -> why it must not be used now, or None
+
+
+@dataclass(frozen=True)
+class SenderDeps:
+    options: ClientOptions
+    clock: Clock
+    report: ReportFn
+    gate: Gate
+    pacer: Pacer
+    slots: ConnectionSlots
+    idle_seconds: float
 
 
 class PoolSender:
     def __init__(
-        self,
-        pool_id: str,
-        relay: RelayConfig,
-        max_connections: int,
-        options: ClientOptions,
-        clock: Clock,
-        report: ReportFn,
-        idle_seconds: float,
+        self, pool_id: str, relay: RelayConfig, max_connections: int, deps: SenderDeps
     ) -> None:
         self.pool_id = pool_id
         self.relay = relay
         self.max_connections = max_connections
-        self._options, self._clock, self._report = options, clock, report
-        self._idle_seconds = idle_seconds
+        self._deps = deps
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = 0
@@ -78,6 +89,10 @@ class PoolSender:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
     def take_pending(self) -> list[Job]:
         """Jobs not yet started (shutdown hands them back to the queue)."""
         jobs = []
@@ -85,46 +100,71 @@ class PoolSender:
             jobs.append(self._queue.get_nowait())
         return jobs
 
-    @property
-    def busy(self) -> bool:
-        return bool(self._tasks)
-
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _report(self, job: Job, outcome: Outcome, started: datetime) -> None:
+        self._deps.report(Report(job, outcome, started, self._deps.clock.now()))
+
+    async def _next_job(self) -> Job | None:
+        self._idle += 1
+        try:
+            return await asyncio.wait_for(self._queue.get(), self._deps.idle_seconds)
+        except TimeoutError:
+            return None
+        finally:
+            self._idle -= 1
+
     async def _run(self) -> None:
+        deps = self._deps
         smtp: aiosmtplib.SMTP | None = None
+        holder: str | None = None
         generation = self._generation
         try:
-            while True:
-                self._idle += 1
-                try:
-                    job = await asyncio.wait_for(self._queue.get(), self._idle_seconds)
-                except TimeoutError:
-                    return
-                finally:
-                    self._idle -= 1
+            while (job := await self._next_job()) is not None:
+                started = deps.clock.now()
+                reason = deps.gate(self.pool_id)
+                if reason is not None:
+                    self._report(job, RelayDown(POOL_DOWN, reason), started)
+                    continue
                 if smtp is not None and (
                     generation != self._generation or not await transport.reset(smtp)
                 ):
                     await transport.close(smtp)
                     smtp = None
-                started = self._clock.now()
                 if smtp is None:
+                    if holder is None:
+                        holder = await self._connection_slot()
                     generation = self._generation
                     try:
-                        smtp = await open_session(self.relay, self._options)
+                        smtp = await open_session(self.relay, deps.options)
                     except RelayError as exc:
-                        outcome: Outcome = RelayDown(exc.code, exc.detail, exc.smtp_code)
-                        self._report(Report(job, outcome, started, self._clock.now()))
+                        self._report(job, RelayDown(exc.code, exc.detail, exc.smtp_code), started)
                         continue
-                outcome = await transport.send_message(smtp, job.sender, job.recipient, job.data)
+                slots = await deps.pacer.turn(self.pool_id)
+                try:
+                    outcome = await transport.send_message(
+                        smtp, job.sender, job.recipient, job.data
+                    )
+                finally:
+                    await deps.pacer.done(slots)
                 if not transport.session_usable(outcome):
                     await transport.close(smtp)
                     smtp = None
-                self._report(Report(job, outcome, started, self._clock.now()))
+                elif holder is not None:
+                    await deps.slots.refresh(self.pool_id, holder)
+                self._report(job, outcome, started)
         finally:
             if smtp is not None:
                 await asyncio.shield(transport.close(smtp))
+            if holder is not None:
+                await asyncio.shield(deps.slots.release(self.pool_id, holder))
+
+    async def _connection_slot(self) -> str:
+        while True:
+            holder = await self._deps.slots.acquire(self.pool_id, self.max_connections)
+            if holder is not None:
+                return holder
+            await asyncio.sleep(SLOT_POLL)

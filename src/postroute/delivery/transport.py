@@ -7,7 +7,13 @@ import asyncio
 import aiosmtplib
 
 from postroute.delivery.results import Bounced, Deferred, Outcome, RelayDown, Sent
-from postroute.pools.errors import SMTP_CONNECTION_ERROR, SMTP_REJECTED, SMTP_TIMEOUT
+from postroute.pools.errors import (
+    SMTP_CONNECTION_ERROR,
+    SMTP_RATE_LIMIT,
+    SMTP_REJECTED,
+    SMTP_TIMEOUT,
+)
+from postroute.pools.smtp_client import reply_error_code
 
 SERVICE_CLOSING = 421
 QUIT_TIMEOUT = 2.0
@@ -35,8 +41,12 @@ async def send_message(smtp: aiosmtplib.SMTP, sender: str, recipient: str, data:
 
 
 def _from_reply(code: int, text: str) -> Outcome:
+    """421 and throttling replies (SES ``454 Throttling failure``) are trouble of the relay:
+    classified by code *and* text. Other 4xx are this recipient's, retried on the same pool."""
     if code == SERVICE_CLOSING:
         return RelayDown(SMTP_REJECTED, text, smtp_code=code)
+    if 400 <= code < 500 and reply_error_code(code, text) == SMTP_RATE_LIMIT:
+        return RelayDown(SMTP_RATE_LIMIT, text, smtp_code=code)
     if 400 <= code < 500:
         return Deferred(code, text)
     if code >= 500:

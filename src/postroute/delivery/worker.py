@@ -1,9 +1,12 @@
-"""The delivery worker: claim due messages, hand them to per-pool senders, record outcomes.
+"""The delivery worker: claim due messages, pick a pool for each, send, fail over, record.
 
-Loop: claim up to ``capacity - in flight`` rows (leases), load their envelopes and
-content, route each to a pool's sender; a recorder task writes outcomes in batches.
-``drain()`` does the same until nothing is due (tests, ``postroute send --wait``).
-``stop()`` stops claiming, gives back jobs not started, lets running ones finish.
+Loop: claim up to ``capacity - in flight`` rows (leases) and, in the same transaction,
+load their envelopes and content, take today's daily-limit slots, and decide per
+message (``dispatch.pick``): a pool's sender takes it, or it waits (pool down, daily
+limit reached, rate backlog full) without using an attempt. Relay-level trouble moves
+a message to its next candidate pool. A recorder task writes outcomes in batches.
+``drain()`` works until nothing is due (tests); ``stop()`` stops claiming, gives back
+jobs not started and lets running ones finish.
 """
 
 from __future__ import annotations
@@ -20,14 +23,23 @@ from postroute.api.runtime import Runtime
 from postroute.db import transaction
 from postroute.delivery import recorder
 from postroute.delivery import repository as repo
-from postroute.delivery.recorder import Done
-from postroute.delivery.repository import Claimed
-from postroute.delivery.results import RelayDown
+from postroute.delivery.dispatch import Budget, Hold, InFlight, Take, pick
+from postroute.delivery.health import HealthBook
+from postroute.delivery.limits import (
+    LocalConnectionSlots,
+    LocalRateLimiter,
+    RedisConnectionSlots,
+    RedisRateLimiter,
+)
+from postroute.delivery.pacing import Pacer, windows_for
+from postroute.delivery.probes import Prober
+from postroute.delivery.results import RelayDown, Sent
 from postroute.delivery.retry import RetryPolicy
-from postroute.delivery.routing import PoolDirectory
-from postroute.delivery.senders import Job, PoolSender, Report
-from postroute.errors import NO_POOL_CONFIGURED
+from postroute.delivery.routing import PoolDirectory, rate_per_second
+from postroute.delivery.senders import POOL_DOWN, Job, PoolSender, Report, SenderDeps
 from postroute.messages.prepare import prepared_mime
+from postroute.pools import repository as pools_repo
+from postroute.pools.errors import SMTP_RATE_LIMIT
 
 log = logging.getLogger("postroute.delivery")
 
@@ -35,16 +47,34 @@ log = logging.getLogger("postroute.delivery")
 class Worker:
     def __init__(self, runtime: Runtime, *, owner: str | None = None) -> None:
         self.rt = runtime
-        settings = runtime.settings
+        s = runtime.settings
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.policy = RetryPolicy(settings.retry_attempts, settings.retry_base_seconds)
-        self.capacity = settings.worker_batch_size
-        self.lease = timedelta(seconds=settings.lease_seconds)
-        self._poll = settings.worker_poll_seconds
-        self._directory = PoolDirectory(runtime.box)
+        self.policy = RetryPolicy(s.retry_attempts, s.retry_base_seconds)
+        self.capacity = s.worker_batch_size
+        self.lease = timedelta(seconds=s.lease_seconds)
+        self.max_age = timedelta(hours=s.max_queue_hours)
+        self._poll = s.worker_poll_seconds
+        self.directory = PoolDirectory(runtime.box)
+        self.health = HealthBook(
+            failures_to_open=s.breaker_failures,
+            cooldown=timedelta(seconds=s.breaker_cooldown_seconds),
+            recovery=timedelta(seconds=s.throttle_recovery_seconds),
+        )
+        redis = runtime.redis
+        self._deps = SenderDeps(
+            options=runtime.client_options,
+            clock=runtime.clock,
+            report=self._on_report,
+            gate=self._gate,
+            pacer=Pacer(RedisRateLimiter(redis) if redis else LocalRateLimiter(), self._windows),
+            slots=RedisConnectionSlots(redis) if redis else LocalConnectionSlots(),
+            idle_seconds=s.connection_idle_seconds,
+        )
+        self._prober = Prober(runtime, self.directory, self.health)
         self._senders: dict[str, PoolSender] = {}
-        self._inflight: dict[str, Claimed] = {}
-        self._done: list[Done] = []
+        self._inflight: dict[str, InFlight] = {}
+        self._finished: list[InFlight] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._reported = asyncio.Event()
         self._stopping = False
@@ -79,6 +109,7 @@ class Worker:
         while True:
             claimed = await self._claim_and_dispatch()
             await self._settle()
+            await self._prober.wait()
             if claimed == 0:
                 return
 
@@ -96,63 +127,161 @@ class Worker:
         await self._flush()
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(s.close() for s in self._senders.values()))
+        await self._prober.close()
 
-    # -- claiming --------------------------------------------------------------------------
+    # -- claiming and deciding -------------------------------------------------------------
 
     async def _claim_and_dispatch(self) -> int:
         now = self.rt.clock.now()
         limit = max(self.capacity - len(self._inflight), 0)
         if limit == 0:
             return 0
+        takes: list[tuple[InFlight, Take]] = []
+        holds = recorder.Rows()
         async with transaction(self.rt.sessions) as session:
             claimed = await repo.claim(session, self.owner, now, self.lease, limit)
             if not claimed:
+                await self._prober.start_due(session, now)
                 return 0
             ids = [c.message_id for c in claimed]
             envelopes = await repo.load_envelopes(session, ids)
             contents = await repo.load_contents(session, {e.content_id for e in envelopes.values()})
-            await self._directory.refresh(session, {c.account_id for c in claimed})
-        for item in claimed:
-            self._inflight[item.message_id] = item
-            envelope = envelopes[item.message_id]
-            route = self._directory.route(item.account_id, item.pool_id)
-            if route is None:
-                outcome = RelayDown(NO_POOL_CONFIGURED, "no active SMTP pool for this account")
-                job = Job(item.message_id, item.pool_id or "", envelope.from_email, "", b"")
-                self._on_report(Report(job, outcome, now, now))
-                continue
-            data = prepared_mime(envelope, contents[envelope.content_id], route.pool_id)
-            job = Job(item.message_id, route.pool_id, envelope.from_email, envelope.to_email, data)
-            self._sender_for(route.pool_id).submit(job)
+            await self.directory.refresh(session, {c.account_id for c in claimed})
+            for pool in self.directory.by_id.values():
+                self.health.sync(
+                    pool.id, pool.health_state, pool.consecutive_failures, pool.down_until, now
+                )
+            limited = [p for p in self.directory.by_id.values() if p.daily_limit is not None]
+            used = await pools_repo.lock_usage(session, [p.id for p in limited], now.date())
+            budget = Budget({p.id: (p.daily_limit or 0) - used.get(p.id, 0) for p in limited})
+            backlog = {pid: (s.backlog, self._rate(pid)) for pid, s in self._senders.items()}
+            for item in claimed:
+                envelope = envelopes[item.message_id]
+                route, pools = self.directory.candidates(item.account_id, item.pool_id)
+                fl = InFlight(item, envelope, contents[envelope.content_id], [p.id for p in pools])
+                fl.route_note = route.note if route else None
+                decision = pick(pools, self.health, budget, backlog, now)
+                if isinstance(decision, Take):
+                    takes.append((fl, decision))
+                    queued, rate = backlog.get(decision.pool_id, (0, None))
+                    backlog[decision.pool_id] = (queued + 1, rate)
+                else:
+                    recorder.add_hold(holds, fl, decision, now, item.created_at + self.max_age)
+            for pool_id, count in budget.reserved.items():
+                await pools_repo.add_usage(session, pool_id, now.date(), sent=count)
+            for pool_id, count in budget.throttled.items():
+                await pools_repo.add_usage(session, pool_id, now.date(), throttled=count)
+            await recorder.write(
+                session, self.owner, holds, [h["id"] for h in holds.messages], self.health
+            )
+            await self._prober.start_due(session, now)
+        for fl, take in takes:
+            self._inflight[fl.claimed.message_id] = fl
+            self._submit(fl, take.pool_id, take.reserved)
         return len(claimed)
 
+    def _submit(self, fl: InFlight, pool_id: str, reserved: bool) -> None:
+        data = prepared_mime(fl.envelope, fl.content, pool_id)
+        e = fl.envelope
+        job = Job(e.message_id, pool_id, e.from_email, e.to_email, data, reserved)
+        self._sender_for(pool_id).submit(job)
+
     def _sender_for(self, pool_id: str) -> PoolSender:
-        relay, max_connections = self._directory.relay(pool_id)
+        relay = self.directory.relay(pool_id)
+        max_connections = self.directory.by_id[pool_id].max_connections
         sender = self._senders.get(pool_id)
         if sender is None:
-            sender = PoolSender(
-                pool_id,
-                relay,
-                max_connections,
-                self.rt.client_options,
-                self.rt.clock,
-                self._on_report,
-                self.rt.settings.connection_idle_seconds,
-            )
+            sender = PoolSender(pool_id, relay, max_connections, self._deps)
             self._senders[pool_id] = sender
         else:
             sender.configure(relay, max_connections)
         return sender
 
-    # -- recording -------------------------------------------------------------------------
+    def _rate(self, pool_id: str) -> float | None:
+        pool = self.directory.by_id.get(pool_id)
+        configured = rate_per_second(pool) if pool else None
+        effective = self.health.get(pool_id).effective_rate
+        rates = [r for r in (configured, effective) if r is not None]
+        return min(rates) if rates else None
+
+    def _windows(self, pool_id: str) -> list[tuple[str, int, float]]:
+        pool = self.directory.by_id.get(pool_id)
+        configured = rate_per_second(pool) if pool else None
+        return windows_for(configured, self.health.get(pool_id).effective_rate, pool_id)
+
+    def _gate(self, pool_id: str) -> str | None:
+        return None if self.health.usable(pool_id) else f"pool {pool_id} is down (circuit open)"
+
+    # -- outcomes and failover -------------------------------------------------------------
 
     def _on_report(self, report: Report) -> None:
-        claimed = self._inflight.get(report.job.message_id)
-        if claimed is None:
+        fl = self._inflight.get(report.job.message_id)
+        if fl is None:
             return
-        self._done.append(Done(claimed, report))
+        fl.reports.append(report)
+        pool_id, outcome, now = report.job.pool_id, report.outcome, report.finished_at
+        pool = self.directory.by_id.get(pool_id)
+        configured = rate_per_second(pool) if pool else None
+        if isinstance(outcome, Sent):
+            self.health.success(pool_id, now)
+            self.health.recover(pool_id, configured, now)
+        elif isinstance(outcome, RelayDown):
+            if outcome.error_code == SMTP_RATE_LIMIT:
+                rate = self.health.throttled(pool_id, configured, now)
+                log.warning("pool %s throttles us: effective rate now %.2f/s", pool_id, rate)
+            elif outcome.error_code != POOL_DOWN and self.health.failure(
+                pool_id, outcome.error_code, now
+            ):
+                log.warning(
+                    "pool %s is down after repeated failures: %s", pool_id, outcome.error_code
+                )
+            if fl.untried():
+                task = asyncio.create_task(self._fail_over(fl))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return
+        self._finish(fl)
+
+    async def _fail_over(self, fl: InFlight) -> None:
+        """Move the message to the next candidate pool that can take it now."""
+        try:
+            now = self.rt.clock.now()
+            for pool_id in fl.untried():
+                pool = self.directory.by_id[pool_id]
+                backlog = (
+                    {pool_id: (self._senders[pool_id].backlog, self._rate(pool_id))}
+                    if pool_id in self._senders
+                    else {}
+                )
+                async with transaction(self.rt.sessions) as session:
+                    used = await pools_repo.lock_usage(
+                        session, [pool_id] if pool.daily_limit else [], now.date()
+                    )
+                    budget = Budget(
+                        {pool_id: pool.daily_limit - used[pool_id]} if pool.daily_limit else {}
+                    )
+                    decision = pick([pool], self.health, budget, backlog, now)
+                    for pid, count in budget.reserved.items():
+                        await pools_repo.add_usage(session, pid, now.date(), sent=count)
+                    for pid, count in budget.throttled.items():
+                        await pools_repo.add_usage(session, pid, now.date(), throttled=count)
+                if isinstance(decision, Take):
+                    self._submit(fl, decision.pool_id, decision.reserved)
+                    return
+                fl.candidates.remove(pool_id)
+        except Exception:
+            log.exception("failover of %s failed", fl.claimed.message_id)
+        self._finish(fl)
+
+    def _finish(self, fl: InFlight) -> None:
+        self._finished.append(fl)
         self._reported.set()
+
+    # -- recording -------------------------------------------------------------------------
 
     async def _settle(self) -> None:
         while self._inflight:
@@ -170,18 +299,32 @@ class Worker:
 
     async def _flush(self) -> None:
         self._reported.clear()
-        if not self._done:
+        if not self._finished:
             return
-        batch, self._done = self._done, []
+        batch, self._finished = self._finished, []
+        rows = recorder.Rows()
+        for fl in batch:
+            if recorder.really_tried(fl):
+                recorder.add_outcome(rows, fl, self.policy, fl.claimed.created_at + self.max_age)
+            else:  # no pool could be tried at all: wait for the earliest to come back
+                now = fl.reports[-1].finished_at
+                pools = [
+                    self.directory.by_id[p] for p in fl.candidates if p in self.directory.by_id
+                ]
+                hold = pick(pools, self.health, Budget({}), {}, now)
+                if isinstance(hold, Take):  # came back meanwhile: try again soon
+                    hold = Hold(now, POOL_DOWN, "pool came back")
+                recorder.add_hold(rows, fl, hold, now, fl.claimed.created_at + self.max_age)
         try:
             async with transaction(self.rt.sessions) as session:
-                await recorder.write(session, self.owner, batch, self.policy)
+                ids = [fl.claimed.message_id for fl in batch]
+                await recorder.write(session, self.owner, rows, ids, self.health)
         except Exception:
-            self._done = batch + self._done  # keep them; the leases still hold
+            self._finished = batch + self._finished  # keep them; the leases still hold
             self._reported.set()
             raise
-        for item in batch:
-            self._inflight.pop(item.claimed.message_id, None)
+        for fl in batch:
+            self._inflight.pop(fl.claimed.message_id, None)
         if len(self._inflight) < self.capacity:
             self._wake.set()
 

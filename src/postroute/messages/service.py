@@ -47,6 +47,7 @@ class Submission:
     track_opens: bool
     track_clicks: bool
     source: str
+    route_note: str | None = None
 
 
 def resolve_pool(pools: Sequence[SmtpPool], ref: str | None, field: str) -> SmtpPool:
@@ -67,6 +68,13 @@ def resolve_pool(pools: Sequence[SmtpPool], ref: str | None, field: str) -> Smtp
             code=errors.NO_POOL_CONFIGURED,
         )
     return next(p for p in pools if p.id == route.pool_id)
+
+
+def route_note(pool: SmtpPool, ref: str | None) -> str | None:
+    """Why a send without a pool went where it went, when that was not the default."""
+    if ref is None and not pool.is_default:
+        return f"no active default pool; used {pool.name}, the first active pool by priority"
+    return None
 
 
 async def submit_requests(
@@ -127,6 +135,7 @@ async def _store(
         track_opens=bool(req.track_opens),
         track_clicks=bool(req.track_clicks),
         source="api",
+        route_note=route_note(pool, req.pool_ref),
     )
     return await store(session, account_id, submission, now)
 
@@ -172,6 +181,7 @@ async def store(
                 "metadata_": sub.metadata,
                 "requested_pool": sub.requested_pool,
                 "pool_id": sub.pool.id,
+                "route_note": sub.route_note,
                 "track_opens": sub.track_opens,
                 "track_clicks": sub.track_clicks,
                 "status": events.QUEUED,
@@ -188,7 +198,8 @@ async def store(
             {
                 "message_id": message_id,
                 "account_id": account_id,
-                "pool_id": sub.pool.id,
+                # a named pool stays asked for; otherwise the default at delivery time
+                "pool_id": sub.pool.id if sub.requested_pool else None,
                 "state": QUEUED,
                 "next_attempt_at": now,
                 "attempts": 0,

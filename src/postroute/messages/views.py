@@ -106,7 +106,8 @@ def decode_cursor(cursor: str) -> str:
         raise errors.ValidationFailed(
             "invalid cursor",
             details=[{"field": "cursor", "message": "not a cursor from next_cursor"}],
-        ) from None
+        )
+    return value
 
 
 async def list_messages(

@@ -53,6 +53,7 @@ class SmtpPool(Base):
     health_last_checked_at: Mapped[datetime | None]
     consecutive_failures: Mapped[int] = mapped_column(default=0)
     down_until: Mapped[datetime | None]
+    effective_rate: Mapped[float | None]  # per second, lowered after throttling replies
 
 
 class PoolDailyUsage(Base):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -76,3 +76,39 @@ async def add_usage(
         },
     )
     await session.execute(stmt)
+
+
+async def lock_usage(session: AsyncSession, pool_ids: Sequence[str], day: date) -> dict[str, int]:
+    """Messages counted today per pool, rows locked until the transaction ends (daily
+    limits are reserved under this lock, so concurrent workers never exceed them)."""
+    if not pool_ids:
+        return {}
+    dialect = session.get_bind().dialect.name
+    insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
+    rows = [{"pool_id": p, "day": day, "sent": 0, "throttled": 0} for p in sorted(pool_ids)]
+    await session.execute(insert(PoolDailyUsage).values(rows).on_conflict_do_nothing())
+    stmt = (
+        sa.select(PoolDailyUsage.pool_id, PoolDailyUsage.sent)
+        .where(PoolDailyUsage.pool_id.in_(pool_ids), PoolDailyUsage.day == day)
+        .order_by(PoolDailyUsage.pool_id)
+        .with_for_update()
+    )
+    return {pool_id: sent for pool_id, sent in (await session.execute(stmt)).all()}
+
+
+async def get_pool_for_update(session: AsyncSession, pool_id: str) -> SmtpPool | None:
+    stmt = sa.select(SmtpPool).where(SmtpPool.id == pool_id).with_for_update()
+    return await session.scalar(stmt)
+
+
+async def claim_probe(session: AsyncSession, pool_id: str, now: datetime, until: datetime) -> bool:
+    """Only one worker probes a pool that is down: the one that moves ``down_until``."""
+    stmt = (
+        sa.update(SmtpPool)
+        .where(SmtpPool.id == pool_id, SmtpPool.health_state == "down")
+        .where(sa.or_(SmtpPool.down_until.is_(None), SmtpPool.down_until <= now))
+        .values(down_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(stmt)
+    return bool(getattr(result, "rowcount", 0))

@@ -121,6 +121,9 @@ class PoolHealth(BaseModel):
     state: HealthState
     last_error: str | None
     last_checked_at: datetime | None
+    effective_rate: float | None = Field(
+        description="Messages per second after throttling replies (null: not slowed down)"
+    )
 
 
 class PoolOut(BaseModel):

@@ -233,6 +233,7 @@ def to_view(pool: SmtpPool, usage: PoolDailyUsage | None) -> PoolOut:
             state=pool.health_state,
             last_error=pool.health_last_error,
             last_checked_at=pool.health_last_checked_at,
+            effective_rate=pool.effective_rate,
         ),
     )
 

@@ -197,3 +197,8 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def reply_error_code(code: int, message: str) -> str:
+    """The error code a relay's reply stands for (e.g. ``smtp_rate_limit`` for SES throttling)."""
+    return _from_reply(code, message, auth=False).code

@@ -265,6 +265,7 @@ def upgrade() -> None:
         sa.Column("health_last_checked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("consecutive_failures", sa.Integer(), nullable=False),
         sa.Column("down_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("effective_rate", sa.Double(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],

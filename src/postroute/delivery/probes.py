@@ -1,0 +1,79 @@
+"""Probing pools whose circuit is open: after the cool-down, one worker (the one whose
+update moves ``down_until``) runs a connection test; success closes the circuit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postroute.api.runtime import Runtime
+from postroute.db import transaction
+from postroute.delivery.health import HealthBook
+from postroute.delivery.routing import PoolDirectory
+from postroute.pools import repository as pools_repo
+from postroute.pools.probe import probe
+
+log = logging.getLogger("postroute.delivery")
+
+
+class Prober:
+    def __init__(self, runtime: Runtime, directory: PoolDirectory, health: HealthBook) -> None:
+        self._rt, self._directory, self._health = runtime, directory, health
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def start_due(self, session: AsyncSession, now: datetime) -> None:
+        """Claim (in the caller's transaction) and start the probes that are due."""
+        for pool in list(self._directory.by_id.values()):
+            h = self._health.get(pool.id)
+            if not h.down or pool.id in self._tasks:
+                continue
+            if h.down_until is not None and h.down_until > now:
+                continue
+            if await pools_repo.claim_probe(session, pool.id, now, now + self._health.cooldown):
+                h.down_until = now + self._health.cooldown
+                task = asyncio.create_task(self._probe(pool.id), name=f"probe-{pool.id}")
+                self._tasks[pool.id] = task
+                task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for pool_id, t in list(self._tasks.items()):
+            if t is task:
+                del self._tasks[pool_id]
+
+    async def _probe(self, pool_id: str) -> None:
+        result = await probe(self._directory.relay(pool_id), self._rt.client_options)
+        now = self._rt.clock.now()
+        try:
+            async with transaction(self._rt.sessions) as session:
+                pool = await pools_repo.get_pool_for_update(session, pool_id)
+                if pool is None:
+                    return
+                pool.health_last_checked_at = now
+                if result.success:
+                    pool.health_state, pool.down_until, pool.consecutive_failures = (
+                        "healthy",
+                        None,
+                        0,
+                    )
+                    pool.health_last_error = None
+                else:
+                    pool.health_last_error = f"{result.error_code}: {result.error_detail}"
+        except Exception:
+            log.exception("recording the probe of pool %s failed", pool_id)
+            return
+        if result.success:
+            self._health.closed(pool_id)
+            log.info("pool %s answered its probe: traffic resumes", pool_id)
+        else:
+            log.warning("pool %s is still down: %s", pool_id, result.error_code)
+
+    async def wait(self) -> None:
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await self.wait()

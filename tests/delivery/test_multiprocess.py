@@ -54,7 +54,11 @@ def start_worker(runtime: Runtime, tmp_path: Path, name: str) -> subprocess.Pope
 
 
 async def test_two_workers_share_daily_and_rate_limits(
-    client: httpx.AsyncClient, tenant: Tenant, relay: RecordingRelay, runtime: Runtime, tmp_path: Path
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    runtime: Runtime,
+    tmp_path: Path,
 ) -> None:
     pool = await add_pool(
         client,

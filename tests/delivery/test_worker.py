@@ -272,3 +272,28 @@ async def test_stop_releases_jobs_not_started(
     await fresh.close()
     relay.wait_for(5)
     assert len({r for m in relay.messages for r in m.rcpt_tos}) == 5
+
+
+async def test_utf8_address_uses_smtputf8(
+    client: httpx.AsyncClient, tenant: Tenant, relay: RecordingRelay, worker: Worker
+) -> None:
+    await add_pool(client, tenant, relay.port)
+    (sent,) = (await send(client, tenant, to=["zoë@exämple.org"], subject="Grüße"))["messages"]
+    await worker.drain()
+    (received,) = relay.wait_for(1)
+    assert list(received.rcpt_tos) == ["zoë@exämple.org"]
+    assert received.parsed()["Subject"] == "Grüße"
+    assert (await message(client, tenant, sent["id"]))["status"] == "sent"
+
+
+async def test_utf8_address_bounces_when_relay_lacks_smtputf8(
+    client: httpx.AsyncClient, tenant: Tenant, relay_factory: RelayFactory, worker: Worker
+) -> None:
+    relay = relay_factory(smtputf8=False)
+    await add_pool(client, tenant, relay.port)
+    (sent,) = (await send(client, tenant, to=["zoë@exämple.org"]))["messages"]
+    await worker.drain()
+    detail = await message(client, tenant, sent["id"])
+    assert detail["status"] == "bounced"
+    assert "SMTPUTF8" in detail["last_reply"]
+    assert relay.messages == []

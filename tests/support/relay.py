@@ -2,17 +2,25 @@
 
 `RecordingRelay` listens on 127.0.0.1 (ephemeral port) in a background thread with its
 own event loop, so async tests (aiosmtplib) and blocking ones (smtplib) can both use it.
+Fixtures wrapping all of this live in `tests.support.fixtures`.
 
     with RecordingRelay(tls="starttls", ca=ca, auth={"user": "pw"}) as relay:
         ...  # connect to relay.host, relay.port
-        [message] = relay.wait_for(1)
+        [message] = relay.wait_for(1)  # or: await relay.wait_for_async(1)
         assert message.rcpt_tos == ("to@example.com",)
 
-Scripted replies: `mail_replies`, `rcpt_replies`, `data_replies` take either a list of
+TLS: "none", "starttls" (`require_tls` refuses commands before it) or "implicit"; the
+certificate (localhost, 127.0.0.1) comes from `ca`. Scripted replies: `mail_replies`,
+`rcpt_replies`, `data_replies` (or `relay.script(...)` later) take either a list of
 replies consumed in order (then the default reply again), or a callable receiving a
 `Command` and returning a reply or None (default). A reply starting with `421` is sent
 and the connection closed. `reject_connections=True` answers every new connection with
-`421` and closes it. Everything recorded is read through thread-safe properties.
+`421` and closes it. Recorded, thread-safe: `messages` (accepted), `rejected`,
+`connections`, `current_sessions`, `peak_sessions`, `rset_count`, `auth_attempts`;
+`wait_idle()` waits until every client has left (counts settle after a client's QUIT).
+
+Also here: `SilentServer` (accepts TCP, never answers), `closed_port()` and
+`reserved_closed_port()` (a port that refuses connections).
 """
 
 from __future__ import annotations
@@ -82,10 +90,12 @@ class ReceivedMessage:
         return message
 
 
-def server_tls_context(ca: trustme.CA) -> ssl.SSLContext:
-    """Server context with a certificate for localhost and 127.0.0.1 issued by `ca`."""
+def server_tls_context(
+    ca: trustme.CA, names: Sequence[str] = ("localhost", "127.0.0.1")
+) -> ssl.SSLContext:
+    """Server context with a certificate for `names` issued by `ca`."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    ca.issue_cert(*names).configure_cert(context)
     return context
 
 
@@ -301,6 +311,7 @@ class RecordingRelay(_ThreadedServer):
         *,
         tls: TlsMode = "none",
         ca: trustme.CA | None = None,
+        cert_names: Sequence[str] = ("localhost", "127.0.0.1"),
         require_tls: bool = False,
         auth: Mapping[str, str] | None = None,
         auth_require_tls: bool | None = None,
@@ -311,10 +322,11 @@ class RecordingRelay(_ThreadedServer):
         reject_connections: bool = False,
         data_size_limit: int = 10 * 1024 * 1024,
         hostname: str = "relay.test",
+        smtputf8: bool = True,
     ) -> None:
-        """`ca` issues the certificate (a fresh CA if None); `auth` maps user -> password,
-        and when set MAIL needs AUTH first. `auth_require_tls` defaults to True only for
-        STARTTLS. `data_delay` seconds pass before each DATA reply."""
+        """`ca` issues the certificate for `cert_names` (a fresh CA if None). `auth` maps
+        user -> password; when set, MAIL needs AUTH first. `auth_require_tls` defaults to
+        True only for STARTTLS. `data_delay` seconds pass before each DATA reply."""
         super().__init__()
         if tls not in ("none", "starttls", "implicit"):
             raise ValueError(f"unknown tls mode {tls!r}")
@@ -322,13 +334,16 @@ class RecordingRelay(_ThreadedServer):
             raise ValueError("require_tls needs tls='starttls' or 'implicit'")
         self.tls: TlsMode = tls
         self.ca = ca if ca is not None or tls == "none" else trustme.CA()
-        self._tls_context = server_tls_context(self.ca) if self.ca and tls != "none" else None
+        self._tls_context = None
+        if self.ca is not None and tls != "none":
+            self._tls_context = server_tls_context(self.ca, cert_names)
         self.require_tls = require_tls
         self.auth = dict(auth) if auth is not None else None
         self.auth_require_tls = tls == "starttls" if auth_require_tls is None else auth_require_tls
         self.data_delay = data_delay
         self.data_size_limit = data_size_limit
         self.hostname = hostname
+        self.smtputf8 = smtputf8
         self._scripts = {
             "MAIL": _Script(mail_replies),
             "RCPT": _Script(rcpt_replies),
@@ -451,6 +466,7 @@ class RecordingRelay(_ThreadedServer):
             require_starttls=self.require_tls and self.tls == "starttls",
             auth_require_tls=self.auth_require_tls,
             authenticator=self._authenticate if self.auth is not None else None,
+            enable_SMTPUTF8=self.smtputf8,
             loop=asyncio.get_running_loop(),
         )
 

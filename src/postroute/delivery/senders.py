@@ -28,6 +28,7 @@ from postroute.pools.smtp_client import RelayError, open_session
 log = logging.getLogger("postroute.delivery")
 SLOT_POLL = 0.05
 POOL_DOWN = "pool_down"
+INTERNAL = "internal_error"
 
 
 @dataclass
@@ -124,43 +125,60 @@ class PoolSender:
         generation = self._generation
         try:
             while (job := await self._next_job()) is not None:
-                started = deps.clock.now()
-                reason = deps.gate(self.pool_id)
-                if reason is not None:
-                    self._report(job, RelayDown(POOL_DOWN, reason), started)
-                    continue
-                if smtp is not None and (
-                    generation != self._generation or not await transport.reset(smtp)
-                ):
-                    await transport.close(smtp)
-                    smtp = None
-                if smtp is None:
-                    if holder is None:
-                        holder = await self._connection_slot()
-                    generation = self._generation
-                    try:
-                        smtp = await open_session(self.relay, deps.options)
-                    except RelayError as exc:
-                        self._report(job, RelayDown(exc.code, exc.detail, exc.smtp_code), started)
-                        continue
-                slots = await deps.pacer.turn(self.pool_id)
                 try:
-                    outcome = await transport.send_message(
-                        smtp, job.sender, job.recipient, job.data
-                    )
-                finally:
-                    await deps.pacer.done(slots)
-                if not transport.session_usable(outcome):
-                    await transport.close(smtp)
-                    smtp = None
-                elif holder is not None:
-                    await deps.slots.refresh(self.pool_id, holder)
-                self._report(job, outcome, started)
+                    smtp, holder, generation = await self._handle(job, smtp, holder, generation)
+                except Exception as exc:  # never lose a job: report it, drop the session
+                    log.exception("sending %s through pool %s failed", job.message_id, self.pool_id)
+                    detail = f"internal error: {type(exc).__name__}"
+                    self._report(job, RelayDown(INTERNAL, detail), deps.clock.now())
+                    smtp = None  # closed by _handle
         finally:
             if smtp is not None:
                 await asyncio.shield(transport.close(smtp))
             if holder is not None:
                 await asyncio.shield(deps.slots.release(self.pool_id, holder))
+
+    async def _handle(
+        self, job: Job, smtp: aiosmtplib.SMTP | None, holder: str | None, generation: int
+    ) -> tuple[aiosmtplib.SMTP | None, str | None, int]:
+        """One job on this task's session; returns the session state to keep."""
+        deps = self._deps
+        try:
+            started = deps.clock.now()
+            reason = deps.gate(self.pool_id)
+            if reason is not None:
+                self._report(job, RelayDown(POOL_DOWN, reason), started)
+                return smtp, holder, generation
+            if smtp is not None and (
+                generation != self._generation or not await transport.reset(smtp)
+            ):
+                await transport.close(smtp)
+                smtp = None
+            if smtp is None:
+                if holder is None:
+                    holder = await self._connection_slot()
+                generation = self._generation
+                try:
+                    smtp = await open_session(self.relay, deps.options)
+                except RelayError as exc:
+                    self._report(job, RelayDown(exc.code, exc.detail, exc.smtp_code), started)
+                    return None, holder, generation
+            slots = await deps.pacer.turn(self.pool_id)
+            try:
+                outcome = await transport.send_message(smtp, job.sender, job.recipient, job.data)
+            finally:
+                await deps.pacer.done(slots)
+            if not transport.session_usable(outcome):
+                await transport.close(smtp)
+                smtp = None
+            elif holder is not None:
+                await deps.slots.refresh(self.pool_id, holder)
+            self._report(job, outcome, started)
+            return smtp, holder, generation
+        except BaseException:
+            if smtp is not None:  # a session opened here must not leak
+                await asyncio.shield(transport.close(smtp))
+            raise
 
     async def _connection_slot(self) -> str:
         while True:

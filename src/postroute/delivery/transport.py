@@ -25,9 +25,13 @@ async def send_message(smtp: aiosmtplib.SMTP, sender: str, recipient: str, data:
     A 421 anywhere, a dropped session or a timeout is trouble of the relay, not of the
     message (``RelayDown``); the caller must then discard the session.
     """
+    options = mail_options(smtp, sender, recipient, data)
+    if isinstance(options, Bounced):
+        return options
+    encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
     try:
-        await smtp.mail(sender)
-        await smtp.rcpt(recipient)
+        await smtp.mail(sender, options=options, encoding=encoding)
+        await smtp.rcpt(recipient, encoding=encoding)
         reply = await smtp.data(data)
     except aiosmtplib.SMTPResponseException as exc:
         return _from_reply(exc.code, exc.message)
@@ -38,6 +42,21 @@ async def send_message(smtp: aiosmtplib.SMTP, sender: str, recipient: str, data:
     except aiosmtplib.SMTPException as exc:
         return RelayDown(SMTP_CONNECTION_ERROR, f"SMTP error: {exc}")
     return Sent(reply.code, reply.message)
+
+
+def mail_options(
+    smtp: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes
+) -> list[str] | Bounced:
+    """``SMTPUTF8`` for non-ASCII addresses, ``BODY=8BITMIME`` for 8-bit content; a relay
+    that cannot take what the message needs is a permanent failure for it."""
+    options = []
+    if not (sender.isascii() and recipient.isascii()):
+        if not smtp.supports_extension("smtputf8"):
+            return Bounced(553, "5.6.7 the relay does not support SMTPUTF8 (non-ASCII address)")
+        options.append("SMTPUTF8")
+    if not data.isascii() and smtp.supports_extension("8bitmime"):
+        options.append("BODY=8BITMIME")
+    return options
 
 
 def _from_reply(code: int, text: str) -> Outcome:

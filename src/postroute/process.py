@@ -16,6 +16,7 @@ from postroute.api.app import create_app
 from postroute.api.runtime import Runtime
 from postroute.config import Settings, parse_bind
 from postroute.delivery.worker import Worker
+from postroute.smtp.listeners import SmtpServer
 
 log = logging.getLogger("postroute")
 
@@ -24,6 +25,7 @@ log = logging.getLogger("postroute")
 class Parts:
     api: bool = True
     worker: bool = True
+    smtp: bool = False
 
 
 class _Server(uvicorn.Server):
@@ -54,6 +56,10 @@ async def serve_forever(settings: Settings, parts: Parts) -> None:
     tasks: list[asyncio.Task[None]] = []
     worker: Worker | None = None
     server: _Server | None = None
+    smtp: SmtpServer | None = None
+    if parts.smtp:  # first: a port in use stops the process before anything runs
+        smtp = SmtpServer(runtime)
+        await smtp.start()
     if parts.worker:
         worker = Worker(runtime)
         runtime.wake_worker = worker.wake
@@ -70,6 +76,8 @@ async def serve_forever(settings: Settings, parts: Parts) -> None:
 
     await stop.wait()
     log.info("stopping")
+    if smtp is not None:  # first: no new mail while the rest stops
+        await smtp.stop()
     if server is not None:
         server.should_exit = True
     if worker is not None:

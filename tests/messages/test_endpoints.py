@@ -67,7 +67,9 @@ async def test_named_pool_by_id_or_name(client: httpx.AsyncClient, tenant: Tenan
     second = await add_pool(client, tenant, 2526, name="backup")
     for ref in (second["id"], "backup"):
         sent = await send(client, tenant, pool=ref)
-        detail = await client.get(f"/v1/messages/{sent['messages'][0]['id']}", headers=tenant.headers)
+        detail = await client.get(
+            f"/v1/messages/{sent['messages'][0]['id']}", headers=tenant.headers
+        )
         assert detail.json()["pool_id"] == second["id"]
         assert detail.json()["requested_pool"] == ref
 
@@ -83,7 +85,7 @@ async def test_oversize_payload_is_413(
     big = base64.b64encode(b"x" * 200_000).decode()
     async with small:
         reply = await small.post(
-        "/v1/send",
+            "/v1/send",
             json={
                 "from": "a@example.com",
                 "to": ["b@example.org"],
@@ -99,7 +101,12 @@ async def test_oversize_payload_is_413(
 
 async def test_batch_limits_and_paths(client: httpx.AsyncClient, tenant: Tenant) -> None:
     await add_pool(client, tenant, 2525)
-    good: dict[str, Any] = {"from": "a@example.com", "to": ["b@example.org"], "subject": "s", "text": "t"}
+    good: dict[str, Any] = {
+        "from": "a@example.com",
+        "to": ["b@example.org"],
+        "subject": "s",
+        "text": "t",
+    }
     reply = await client.post(
         "/v1/send/batch",
         json={"messages": [good, {**good, "subject": ""}, {**good, "pool": "nope"}]},
@@ -112,7 +119,9 @@ async def test_batch_limits_and_paths(client: httpx.AsyncClient, tenant: Tenant)
     )
     assert too_many.status_code == 422
     pool_problem = await client.post(
-        "/v1/send/batch", json={"messages": [good, {**good, "pool": "nope"}]}, headers=tenant.headers
+        "/v1/send/batch",
+        json={"messages": [good, {**good, "pool": "nope"}]},
+        headers=tenant.headers,
     )
     assert pool_problem.status_code == 422
     assert pool_problem.json()["error"]["code"] == "pool_not_found"
@@ -158,7 +167,9 @@ async def test_idempotency_keys_are_per_account(
     body = {"from": "a@example.com", "to": ["b@example.org"], "subject": "s", "text": "t"}
     for t in (tenant, other_tenant):
         await add_pool(client, t, 2525)
-        reply = await client.post("/v1/send", json=body, headers={**t.headers, "Idempotency-Key": "same"})
+        reply = await client.post(
+            "/v1/send", json=body, headers={**t.headers, "Idempotency-Key": "same"}
+        )
         assert reply.status_code == 202
         assert "Idempotent-Replayed" not in reply.headers
 
@@ -167,7 +178,9 @@ async def test_list_filters_and_cursor(client: httpx.AsyncClient, tenant: Tenant
     a = await add_pool(client, tenant, 2525)
     b = await add_pool(client, tenant, 2526, name="b")
     for i in range(5):
-        await send(client, tenant, to=[f"user{i}@example.org"], tags=["receipt"] if i % 2 else ["reset"])
+        await send(
+            client, tenant, to=[f"user{i}@example.org"], tags=["receipt"] if i % 2 else ["reset"]
+        )
     await send(client, tenant, to=["other@example.org"], pool="b", tags=["receipt"])
 
     async def ids(**params: Any) -> list[str]:
@@ -178,7 +191,11 @@ async def test_list_filters_and_cursor(client: httpx.AsyncClient, tenant: Tenant
     assert len(await ids()) == 6
     assert await ids(to="user3@example.org") == ["user3@example.org"]
     assert await ids(to="USER3@example.org") == ["user3@example.org"]
-    assert sorted(await ids(tag="receipt")) == ["other@example.org", "user1@example.org", "user3@example.org"]
+    assert sorted(await ids(tag="receipt")) == [
+        "other@example.org",
+        "user1@example.org",
+        "user3@example.org",
+    ]
     assert await ids(pool=b["id"]) == ["other@example.org"]
     assert len(await ids(pool=a["id"])) == 5
     assert len(await ids(status="queued")) == 6

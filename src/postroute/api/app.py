@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from postroute import __version__, errors
 from postroute.accounts.endpoints import router as keys_router
+from postroute.accounts.ip_endpoints import router as ip_credentials_router
 from postroute.api import errors as api_errors
 from postroute.api.runtime import Runtime
 from postroute.messages.endpoints import router as messages_router
@@ -74,6 +75,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = False) -> FastAPI:
     api_errors.install(app)
     app.include_router(pools_router)
     app.include_router(keys_router)
+    app.include_router(ip_credentials_router)
     app.include_router(messages_router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness and database check")

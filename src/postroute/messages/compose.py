@@ -15,10 +15,16 @@ Structure of the body::
           image/...                      Content-ID: <cid>, inline
       application/...                    the attachments
 
-Encoding is left to the standard ``email`` package: RFC 2047 for non-ASCII
-header text, RFC 2231 for non-ASCII filenames, quoted-printable or base64 for
-bodies (7-bit clean output), CRLF line ends and lines within 998 octets.
-Bodies get CRLF line ends and a final line break (MIME's canonical text form).
+Encoding is left to the standard ``email`` package: RFC 2047 encoded-words for
+non-ASCII header text (``email.header.Header``), RFC 2231 for non-ASCII
+filenames, quoted-printable or base64 for bodies (7-bit clean), CRLF line ends,
+no line over 998 octets. Bodies get CRLF line ends and a final line break
+(MIME's canonical text form).
+
+Why ``email.header.Header`` and not the policy-based header folding: on Python
+3.11 the latter loses or adds spaces when a long non-ASCII Subject or display
+name wraps between encoded-words (CPython gh-144156); ``Header`` puts every
+space inside the encoded text and round-trips exactly.
 """
 
 from __future__ import annotations
@@ -26,25 +32,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from email import policy as email_policy
+from email.header import Header
 from email.headerregistry import Address as Mailbox
-from email.headerregistry import BaseHeader, Group, HeaderRegistry
-from email.message import EmailMessage, MIMEPart
-from email.policy import EmailPolicy
+from email.message import MIMEPart
+from email.utils import format_datetime
 
 from postroute.messages.schemas import Address, Attachment, SendRequest
 from postroute.messages.validation import HEADER_NAME
 
-# CRLF line ends, RFC 2047 headers, and no 8-bit bodies: qp or base64 whenever needed.
+# For the body parts: CRLF line ends and no 8-bit data (qp or base64 whenever needed).
 POLICY = email_policy.SMTP.clone(cte_type="7bit")
-# Only for headers of a message with internationalised (non-ASCII local part) addresses,
-# which must travel with SMTPUTF8 anyway (RFC 6531/6532): raw UTF-8 in the header block.
-POLICY_UTF8 = POLICY.clone(utf8=True)
-_LF_POLICY = POLICY.clone(linesep="\n")
-
 MAX_LINE = 998  # RFC 5322 2.1.1, octets without the CRLF
-# Caller-given headers are text to the email package whatever their name: "Sender: x"
-# must not be reparsed as an address, nor "Resent-Date: x" as a date.
-_AS_TEXT = HeaderRegistry(use_default_map=False)
+CRLF = "\r\n"
 
 
 def new_message_id(message_id: str, domain: str) -> str:
@@ -56,32 +55,32 @@ def compose(req: SendRequest, *, date: datetime, default_from: Address | None = 
     """The MIME content shared by every recipient of ``req``, as CRLF bytes.
 
     ``default_from`` (the pool's ``from_email``) is used when the request has no From.
-    No Message-ID and no X-Postroute-* headers: see :func:`with_headers`.
+    No Message-ID and no X-Postroute-* headers: see :func:`with_headers`. An address
+    whose local part is not ASCII is written in UTF-8 (RFC 6532): such a message needs
+    SMTPUTF8 on the way out.
     """
     sender = req.sender or default_from
     if sender is None:
         raise ValueError("the message has no From address and no default was given")
-    visible = [sender, *req.to, *req.cc, *req.reply_to]
-    policy = POLICY if all(a.ascii_email is not None for a in visible) else POLICY_UTF8
-    fields: list[tuple[str, object]] = [("From", _mailbox(sender))]
+    head = [_addresses("From", [sender])]
     if req.to:
-        fields.append(("To", [_mailbox(a) for a in req.to]))
+        head.append(_addresses("To", req.to))
     elif not req.cc:  # as Postfix does: say the recipients are hidden rather than omit To
-        fields.append(("To", Group("undisclosed-recipients")))
+        head.append(_text("To", "undisclosed-recipients:;"))
     if req.cc:
-        fields.append(("Cc", [_mailbox(a) for a in req.cc]))
+        head.append(_addresses("Cc", req.cc))
     if req.reply_to:
-        fields.append(("Reply-To", [_mailbox(a) for a in req.reply_to]))
-    fields.append(("Subject", req.subject))
-    fields.append(("Date", date if date.tzinfo is not None else date.replace(tzinfo=UTC)))
-    head = [_fold(name, value, policy) for name, value in fields]
-    head.append(_fold_text("MIME-Version", "1.0", policy))
-    head.extend(_fold_text(name, value, policy) for name, value in req.headers.items())
-    return b"".join(head) + _serialise(_body(req))
+        head.append(_addresses("Reply-To", req.reply_to))
+    head.append(_text("Subject", req.subject))
+    aware = date if date.tzinfo is not None else date.replace(tzinfo=UTC)
+    head.append(_text("Date", format_datetime(aware)))
+    head.append(_text("MIME-Version", "1.0"))
+    head.extend(_text(name, value) for name, value in req.headers.items())
+    return "".join(head).encode("utf-8") + _serialise(_body(req))
 
 
 def with_headers(content: bytes, headers: Iterable[tuple[str, str]]) -> bytes:
-    """``headers`` folded (RFC 2047 for non-ASCII) and put in front of ``content``.
+    """``headers`` encoded (RFC 2047 for non-ASCII) and put in front of ``content``.
 
     ``content`` (a whole message: headers, blank line, body) is not parsed or changed;
     the new lines use its line ending (CRLF, or LF when its first line ends in LF).
@@ -89,38 +88,41 @@ def with_headers(content: bytes, headers: Iterable[tuple[str, str]]) -> bytes:
     """
     first_break = content.find(b"\n")
     bare_lf = first_break >= 0 and not content[:first_break].endswith(b"\r")
-    policy = _LF_POLICY if bare_lf else POLICY
     lines = []
     for name, value in headers:
         if not HEADER_NAME.fullmatch(name):
             raise ValueError(f"invalid header name {name!r}")
         if "\r" in value or "\n" in value or "\x00" in value:
             raise ValueError(f"the {name} header value contains CR, LF or NUL")
-        lines.append(_fold_text(name, value, policy))
-    return b"".join(lines) + content
+        lines.append(_text(name, value, "\n" if bare_lf else CRLF))
+    return "".join(lines).encode("ascii") + content
 
 
-def _fold(name: str, value: object, policy: EmailPolicy[EmailMessage]) -> bytes:
-    """A header Postroute writes (addresses, Subject, Date), through the email package."""
-    header: BaseHeader = policy.header_factory(name, value)
-    return header.fold(policy=policy).encode("utf-8")
+def _text(name: str, value: str, linesep: str = CRLF) -> str:
+    """An unstructured header: verbatim when ASCII and short enough, else encoded-words.
 
-
-def _fold_text(name: str, value: str, policy: EmailPolicy[EmailMessage]) -> bytes:
-    """A header given as text: verbatim when ASCII and short enough, else RFC 2047 words.
-
-    Verbatim because the email package folds a long token (a List-Unsubscribe URL, say)
-    into encoded-words, which breaks it; a line of up to 998 octets is valid as it is.
+    Verbatim also because folding a long token (a List-Unsubscribe URL, say) into
+    encoded-words would break it; a line of up to 998 octets is valid as it is.
     """
     if value.isascii() and len(name) + 2 + len(value) <= MAX_LINE:
-        return f"{name}: {value}{policy.linesep}".encode("ascii")
-    return _AS_TEXT(name, value).fold(policy=policy).encode("utf-8")
+        return f"{name}: {value}{linesep}"
+    encoded = Header(value, "utf-8", header_name=name).encode(linesep=linesep)
+    return f"{name}: {encoded}{linesep}"
 
 
-def _mailbox(address: Address) -> Mailbox:
-    # IDNA (xn--) domain where the local part allows an ASCII form; else the UTF-8 one.
+def _addresses(name: str, addresses: Sequence[Address]) -> str:
+    """One mailbox per line; non-ASCII display names as encoded-words."""
+    return f"{name}: " + f",{CRLF} ".join(_mailbox(a) for a in addresses) + CRLF
+
+
+def _mailbox(address: Address) -> str:
+    # The IDNA (xn--) domain where the local part is ASCII; else UTF-8 as it stands.
     local, _, domain = (address.ascii_email or address.email).rpartition("@")
-    return Mailbox(display_name=address.name or "", username=local, domain=domain)
+    if not address.name:
+        return f"{local}@{domain}"
+    if address.name.isascii():  # quoted as needed by the email package
+        return str(Mailbox(display_name=address.name, username=local, domain=domain))
+    return f"{Header(address.name, 'utf-8').encode(linesep=CRLF)} <{local}@{domain}>"
 
 
 def _body(req: SendRequest) -> MIMEPart:
@@ -133,6 +135,8 @@ def _body(req: SendRequest) -> MIMEPart:
         files = req.body_attachments
     # Without an html part, inline images travel as (inline) attachments.
     parts = [part for part in (text, html) if part is not None]
+    if not parts:
+        raise ValueError("the message has neither text nor html")  # validation prevents it
     body = parts[0] if len(parts) == 1 else _multipart("alternative", parts)
     if files:
         body = _multipart("mixed", [body, *(_file_part(a) for a in files)])

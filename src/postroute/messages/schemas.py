@@ -251,7 +251,7 @@ def _with_whole_checks(
     cls: type[M], data: Any, handler: ModelWrapValidatorHandler[M], checks: Checks
 ) -> M:
     """Run the field validation and the whole-request ``checks``; raise both sets together."""
-    extra = checks(data) if isinstance(data, dict) else []
+    extra = checks(data) if isinstance(data, Mapping) else []
     try:
         model = handler(data)
     except ValidationError as exc:

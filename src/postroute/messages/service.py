@@ -144,23 +144,34 @@ async def store(
     session: AsyncSession, account_id: str, sub: Submission, now: datetime
 ) -> SendResponse:
     """Write one submission: content once, then message, tags, queue row, event per recipient."""
+    return (await store_many(session, [(account_id, sub)], now))[0]
+
+
+async def store_many(
+    session: AsyncSession, subs: Sequence[tuple[str, Submission]], now: datetime
+) -> list[SendResponse]:
+    """Several submissions (of any accounts) in one set of bulk statements: the SMTP
+    ingress stores the messages of one group commit this way."""
+    rows = repo.SubmissionRows(contents=[], messages=[], tags=[], deliveries=[], events=[])
+    replies = [_add_rows(rows, account_id, sub, now) for account_id, sub in subs]
+    await repo.insert_submission(session, rows)
+    return replies
+
+
+def _add_rows(
+    rows: repo.SubmissionRows, account_id: str, sub: Submission, now: datetime
+) -> SendResponse:
     batch_id = ids.new_id(ids.BATCH)
     content_id = ids.new_id(ids.CONTENT)
     domain = sub.sender.rpartition("@")[2].lower()
-    rows = repo.SubmissionRows(
-        contents=[
-            {
-                "id": content_id,
-                "account_id": account_id,
-                "mime": sub.content,
-                "size": len(sub.content),
-                "created_at": now,
-            }
-        ],
-        messages=[],
-        tags=[],
-        deliveries=[],
-        events=[],
+    rows.contents.append(
+        {
+            "id": content_id,
+            "account_id": account_id,
+            "mime": sub.content,
+            "size": len(sub.content),
+            "created_at": now,
+        }
     )
     sent: list[SentMessage] = []
     for rcpt in sub.recipients:
@@ -217,7 +228,6 @@ async def store(
             }
         )
         sent.append(SentMessage(id=message_id, to=rcpt.email, message_id=header))
-    await repo.insert_submission(session, rows)
     return SendResponse(id=batch_id, messages=sent)
 
 

@@ -15,8 +15,8 @@ API's 422 envelope.
 from __future__ import annotations
 
 import base64
-import contextlib
 import binascii
+import contextlib
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +32,7 @@ MAX_METADATA_KEY_LENGTH = 100
 MAX_METADATA_BYTES = 10_000  # keys and values, UTF-8
 MAX_POOL_REF_LENGTH = 200
 MAX_FILENAME_LENGTH = 255
+MAX_NAME_LENGTH = 256  # display names
 MAX_BATCH = 500
 
 # Headers Postroute writes itself. Those with a request field of their own say which.
@@ -133,7 +134,9 @@ def email_address(value: str) -> str:
 
 
 def display_name(value: str | None) -> str | None:
-    return None if value is None else single_line(value).strip() or None
+    if value is None or not value.strip():
+        return None
+    return _short(value, "name", MAX_NAME_LENGTH)
 
 
 def parse_address(value: str) -> dict[str, str | None]:

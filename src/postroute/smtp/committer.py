@@ -1,0 +1,102 @@
+"""Group commit for the DATA hook: messages that finish arriving while a transaction is
+being committed are stored together in the next one, in one set of bulk statements.
+
+Every session still gets its 250 only after the commit that holds its message. Alone,
+a message is stored at once (no waiting for company); under load the cost of a commit
+(an fsync, round trips, statements) is shared by the batch, and one process never has
+two write transactions of its own competing for SQLite's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postroute import errors
+from postroute.db import SessionFactory, transaction
+
+I = TypeVar("I")  # noqa: E741 - an item
+R = TypeVar("R")
+# Stores items in the given session; per item its result or the DomainError refusing it
+# (a refused item must have written nothing).
+Process = Callable[[AsyncSession, Sequence[I]], Awaitable[Sequence[R | errors.DomainError]]]
+
+MAX_BATCH = 100  # messages per transaction
+MAX_BATCH_BYTES = 16 * 1024 * 1024  # and message bytes per transaction (a bigger one alone)
+
+
+@dataclass
+class _Pending(Generic[I, R]):
+    item: I
+    size: int
+    future: asyncio.Future[R]
+
+
+class Committer(Generic[I, R]):
+    def __init__(self, sessions: Callable[[], SessionFactory], process: Process[I, R]) -> None:
+        self._sessions = sessions  # asked per batch: the runtime's current factory
+        self._process = process
+        self._queue: deque[_Pending[I, R]] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self, item: I, size: int) -> R:
+        """``item``'s result once the transaction storing it is committed; its
+        DomainError if it was refused. Any other failure rolls the whole batch back and
+        is raised for each of its items. A caller cancelled before its batch starts is
+        left out of it."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(item, size, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="smtp-group-commit")
+        return await future
+
+    async def close(self) -> None:
+        """Wait for the batch being committed, if any (at shutdown)."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._take()
+            if batch:
+                await self._commit(batch)
+
+    def _take(self) -> list[_Pending[I, R]]:
+        batch: list[_Pending[I, R]] = []
+        size = 0
+        while self._queue and len(batch) < MAX_BATCH:
+            if batch and size + self._queue[0].size > MAX_BATCH_BYTES:
+                break
+            pending = self._queue.popleft()
+            if not pending.future.done():  # its session is gone: store nothing for it
+                batch.append(pending)
+                size += pending.size
+        return batch
+
+    async def _commit(self, batch: list[_Pending[I, R]]) -> None:
+        try:
+            async with transaction(self._sessions()) as session:
+                results = await self._process(session, [p.item for p in batch])
+        except BaseException as exc:  # nothing of this batch is stored
+            for pending in batch:
+                if pending.future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    pending.future.set_exception(exc)
+                else:
+                    pending.future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for pending, result in zip(batch, results, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(result, errors.DomainError):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)

@@ -1,0 +1,55 @@
+"""Reading the DATA of one transaction in large chunks rather than line by line.
+
+aiosmtpd reads DATA one line at a time (a Python call, a debug log call and a list
+append per line), which costs event-loop time in proportion to the number of lines.
+Here the stream is read up to each ``.\\r\\n``: a whole base64 attachment comes in a few
+calls, since its lines never end in a dot. Only text lines ending in a full stop add
+a call. Nothing past the end-of-data line is consumed, so pipelined commands that
+follow it stay in the stream for the command loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+DOT_LINE = b".\r\n"
+END = b"\r\n.\r\n"
+
+
+async def read_message(
+    reader: asyncio.StreamReader, limit: int, on_progress: Callable[[], object]
+) -> bytes | None:
+    """The message up to the end-of-data line, dot-unstuffed (RFC 5321 4.5.2); None
+    when it is longer than ``limit`` bytes (then read to its end and discarded).
+
+    ``on_progress`` is called after every chunk (to push back the idle timeout).
+    Raises ``asyncio.IncompleteReadError`` when the client goes away mid-message.
+    """
+    buf = bytearray()
+    tail = b""  # the last bytes seen, once an over-size message is being discarded
+    discarding = False
+    while True:
+        try:
+            chunk = await reader.readuntil(DOT_LINE)
+        except asyncio.LimitOverrunError as exc:  # no ".\r\n" in a full buffer
+            chunk = await reader.read(exc.consumed)
+        on_progress()
+        if discarding:
+            tail = (tail + chunk[-len(END) :])[-len(END) :]
+            if tail == END:
+                return None
+            continue
+        buf += chunk
+        if buf == DOT_LINE or buf.endswith(END):
+            break
+        if len(buf) > limit + len(DOT_LINE):
+            discarding, tail = True, bytes(buf[-len(END) :])
+            buf = bytearray()
+    del buf[-len(DOT_LINE) :]  # the end-of-data line; the CRLF before it is the message's
+    if len(buf) > limit:
+        return None
+    data = bytes(buf)
+    if data.startswith(b"."):
+        data = data[1:]
+    return data.replace(b"\r\n.", b"\r\n")

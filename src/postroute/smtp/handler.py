@@ -1,0 +1,157 @@
+"""The aiosmtpd handler: SMTP commands in, ``messages.ingest`` calls out, replies from
+the table in :mod:`postroute.smtp.replies`. No SQL here. The DATA hook owns the
+transaction its message is stored in (shared with other sessions' messages by the
+:class:`Committer`), and the 250 is sent only after that transaction is committed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiosmtpd.smtp import MISSING, Envelope, Session, TLSSetupException
+from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postroute import errors
+from postroute.api.runtime import Runtime
+from postroute.messages import ingest
+from postroute.messages.schemas import SendResponse
+from postroute.smtp import replies
+from postroute.smtp.authenticator import Authenticator
+from postroute.smtp.committer import Committer
+from postroute.smtp.protocol import SubmissionSMTP
+
+log = logging.getLogger("postroute.smtp")
+
+# Messages at least this large are parsed in a worker thread, off the event loop.
+THREAD_AT = 256 * 1024
+
+
+class Handler:
+    def __init__(self, runtime: Runtime, authenticator: Authenticator) -> None:
+        self.rt = runtime
+        self.authenticator = authenticator
+        self.committer: Committer[ingest.Request, SendResponse] = Committer(
+            lambda: runtime.sessions, self._store
+        )
+        settings = runtime.settings
+        self.max_recipients = settings.smtp_max_recipients
+        self.max_messages = settings.smtp_max_messages_per_connection
+
+    async def handle_EHLO(
+        self,
+        server: SubmissionSMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        server.command_size_limits.clear()  # aiosmtpd raises the MAIL limit on every EHLO
+        return server.ehlo_lines()
+
+    async def handle_AUTH(
+        self, server: SubmissionSMTP, session: Session, envelope: Envelope, args: list[str]
+    ) -> object:
+        if self.authenticator.blocked(server.peer_ip):
+            log.warning("SMTP AUTH from %s refused: too many failures", server.peer_ip)
+            return str(replies.S421_TOO_MANY_AUTH_FAILURES(host=server.hostname))
+        return MISSING  # go on with aiosmtpd's PLAIN / LOGIN
+
+    async def handle_MAIL(
+        self,
+        server: SubmissionSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if server.transactions >= self.max_messages:
+            return str(replies.S421_TOO_MANY_MESSAGES(host=server.hostname))
+        try:
+            account = await self._account(server)
+        except Exception as exc:
+            log.error("SMTP MAIL from %s: account lookup failed: %s", server.peer_ip, _cause(exc))
+            return str(replies.S451_TRANSIENT)
+        if account is None:
+            return str(replies.S530_AUTH_REQUIRED)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return str(replies.S250_SENDER_OK)
+
+    async def handle_RCPT(
+        self,
+        server: SubmissionSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return str(replies.S452_TOO_MANY_RECIPIENTS(max=self.max_recipients))
+        try:
+            normalised = ingest.recipient(address)
+        except errors.DomainError as exc:
+            return str(replies.S553_BAD_RECIPIENT(reason=replies.clean(exc.message)))
+        envelope.rcpt_tos.append(normalised)
+        envelope.rcpt_options.extend(rcpt_options)
+        return str(replies.S250_RECIPIENT_OK)
+
+    async def handle_DATA(
+        self, server: SubmissionSMTP, session: Session, envelope: Envelope
+    ) -> str:
+        server.transactions += 1
+        account = await self._account(server)  # known since MAIL: no query here
+        raw = envelope.original_content or b""
+        if account is None:  # pragma: no cover - MAIL refused it already
+            return str(replies.S530_AUTH_REQUIRED)
+        now = self.rt.clock.now()
+        try:
+            if len(raw) >= THREAD_AT:
+                parsed = await asyncio.to_thread(ingest.parse, raw, now)
+            else:
+                parsed = ingest.parse(raw, now)
+            request = ingest.Request(account, parsed, list(envelope.rcpt_tos))
+            accepted = await self.committer.run(request, len(raw))
+        except errors.DomainError as exc:
+            reasons = [str(d.get("message", "")) for d in exc.details]
+            log.info("SMTP message from %s refused: %s", server.peer_ip, exc.message)
+            return replies.for_error(exc, reasons)
+        except Exception as exc:
+            log.error("SMTP message from %s not stored: %s", server.peer_ip, _cause(exc))
+            return str(replies.S451_TRANSIENT)
+        self.rt.wake_worker()
+        return replies.queued([(m.id, m.to) for m in accepted.messages], accepted.id)
+
+    async def _store(
+        self, db: AsyncSession, requests: Sequence[ingest.Request]
+    ) -> Sequence[SendResponse | errors.DomainError]:
+        """One group commit's messages (see :class:`Committer`)."""
+        now = self.rt.clock.now()
+        return await ingest.submit(db, requests, now, max_recipients=self.max_recipients)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            log.info("SMTP STARTTLS handshake failed: %r", error.__cause__)
+        else:
+            log.error("SMTP session error: %s", _cause(error))
+        return str(replies.S451_TRANSIENT)
+
+    async def _account(self, server: SubmissionSMTP) -> str | None:
+        """The sending account: from AUTH, else from an IP credential (looked up once)."""
+        if server.account is not None:
+            return server.account.account_id
+        if not server.ip_checked:
+            server.ip_account = await self.authenticator.account_for_ip(server.peer_ip)
+            server.ip_checked = True
+        return server.ip_account
+
+
+def _cause(exc: BaseException) -> str:
+    """What went wrong, without SQL parameters (they would hold the message itself)."""
+    if isinstance(exc, DBAPIError):
+        return f"{type(exc).__name__}: {type(exc.orig).__name__}: {exc.orig}"
+    if isinstance(exc, StatementError):
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"

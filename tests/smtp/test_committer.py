@@ -1,0 +1,85 @@
+"""Group commit: sessions arriving during a commit share the next transaction; a refusal
+stays with its item; a failed transaction fails every item of its batch. And through the
+listeners: concurrent sessions each get their own reply."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postroute import errors
+from postroute.api.runtime import Runtime
+from postroute.smtp.committer import Committer
+from tests.conftest import Tenant
+from tests.smtp.conftest import BASIC, Ports, RawClient, message, queued_id
+
+Result = int | errors.DomainError
+
+
+async def test_items_arriving_during_a_commit_share_the_next_one(runtime: Runtime) -> None:
+    batches: list[list[int]] = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def process(session: AsyncSession, items: Sequence[int]) -> list[Result]:
+        batches.append(list(items))
+        await session.execute(sa.text("SELECT 1"))
+        if len(batches) == 1:
+            started.set()
+            await release.wait()  # the first commit is slow: the others queue up
+        return [errors.ValidationFailed("odd") if i == 3 else i * 10 for i in items]
+
+    committer: Committer[int, int] = Committer(lambda: runtime.sessions, process)
+    first = asyncio.create_task(committer.run(0, 100))
+    await started.wait()
+    rest = [asyncio.create_task(committer.run(i, 100)) for i in range(1, 5)]
+    await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(first, *rest, return_exceptions=True)
+    await committer.close()
+    assert batches == [[0], [1, 2, 3, 4]]
+    assert results[:3] == [0, 10, 20] and results[4] == 40
+    assert isinstance(results[3], errors.ValidationFailed)
+
+
+async def test_a_failed_transaction_fails_its_whole_batch(runtime: Runtime) -> None:
+    async def process(
+        session: AsyncSession, items: Sequence[str]
+    ) -> list[str | errors.DomainError]:
+        await session.execute(sa.text("SELECT * FROM no_such_table"))
+        return list(items)
+
+    committer: Committer[str, str] = Committer(lambda: runtime.sessions, process)
+    results = await asyncio.gather(*(committer.run(s, 1) for s in "abc"), return_exceptions=True)
+    await committer.close()
+    assert all(isinstance(r, sa.exc.DBAPIError) for r in results)
+
+
+@pytest.mark.usefixtures("relay_pool", "loopback_credential")
+async def test_concurrent_sessions_each_get_their_own_reply(
+    ports: Ports, raw_clients: list[RawClient], client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    bad = message("From: shop@example.com", body="no subject\r\n")
+    datas = [BASIC, BASIC, bad, BASIC, BASIC, BASIC]
+
+    async def one(data: bytes, rcpt: str) -> tuple[int, str]:
+        raw = await RawClient.connect(ports.starttls)
+        raw_clients.append(raw)
+        await raw.command("EHLO app.example.com")
+        await raw.command("MAIL FROM:<shop@example.com>")
+        await raw.command(f"RCPT TO:<{rcpt}>")
+        await raw.command("DATA")
+        await raw.send(data + b".\r\n")
+        return await raw.reply()
+
+    replies = await asyncio.gather(*(one(d, f"r{i}@example.org") for i, d in enumerate(datas)))
+    assert [code for code, _ in replies] == [250, 250, 550, 250, 250, 250]
+    ids = [queued_id(text) for code, text in replies if code == 250]
+    assert len(set(ids)) == 5
+    for i, message_id in zip((0, 1, 3, 4, 5), ids, strict=True):
+        detail = await client.get(f"/v1/messages/{message_id}", headers=tenant.headers)
+        assert detail.json()["to"] == f"r{i}@example.org"

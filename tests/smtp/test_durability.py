@@ -1,0 +1,62 @@
+"""A 250 means stored: stop the listeners before any worker ran, start a new process
+(runtime) on the same database, and the message is delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from typing import Any
+
+import httpx
+
+from postroute.api.app import create_app
+from postroute.api.runtime import Runtime
+from postroute.config import Settings
+from postroute.delivery.worker import Worker
+from postroute.smtp.listeners import IMPLICIT, SmtpServer
+from tests.conftest import Tenant
+from tests.smtp.conftest import BASIC, HOST, queued_id
+from tests.support.relay import RecordingRelay
+
+
+def send(port: int, tls: ssl.SSLContext, key: str) -> tuple[int, bytes]:
+    with smtplib.SMTP_SSL(HOST, port, context=tls, timeout=5) as smtp:
+        smtp.login("app", key)
+        smtp.mail("shop@example.com")
+        smtp.rcpt("customer@example.org")
+        return smtp.data(BASIC)
+
+
+async def test_accepted_mail_survives_a_restart(
+    settings: Settings,
+    runtime: Runtime,
+    client_tls: ssl.SSLContext,
+    tenant: Tenant,
+    relay_pool: dict[str, Any],
+    relay: RecordingRelay,
+) -> None:
+    server = SmtpServer(runtime)
+    await server.start()
+    try:
+        code, text = await asyncio.to_thread(send, server.ports[IMPLICIT], client_tls, tenant.key)
+    finally:
+        await server.stop()
+    assert code == 250, text
+    message_id = queued_id(text)
+    await runtime.close()  # the first process is gone; nothing was relayed
+    assert relay.messages == []
+
+    restarted = Runtime.build(settings)
+    worker = Worker(restarted, owner="after-restart")
+    try:
+        await worker.drain()
+        (received,) = await relay.wait_for_async(1)
+        assert received.parsed()["X-Postroute-Message-ID"] == message_id
+        transport = httpx.ASGITransport(app=create_app(restarted))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+            reply = await api.get(f"/v1/messages/{message_id}", headers=tenant.headers)
+        assert reply.json()["status"] == "sent"
+    finally:
+        await worker.close()
+        await restarted.close()

@@ -1,0 +1,154 @@
+"""The pieces without a network: the chunked DATA reader, reply rewriting, the per-IP
+windows, header splitting and controls, the self-signed certificate."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from postroute.kit.clock import FakeClock
+from postroute.messages.header_block import split
+from postroute.messages.ingest import parse
+from postroute.smtp import replies
+from postroute.smtp.data import read_message
+from postroute.smtp.limits import SlidingWindow
+from postroute.smtp.tls import ensure_self_signed
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+async def read(
+    stream: bytes, limit: int = 1000, reader_limit: int = 64
+) -> tuple[bytes | None, bytes]:
+    """(message, what is left in the stream) for ``stream`` fed at once."""
+    reader = asyncio.StreamReader(limit=reader_limit)
+    reader.feed_data(stream)
+    reader.feed_eof()
+    ticks: list[None] = []
+    message = await read_message(reader, limit, lambda: ticks.append(None))
+    assert ticks
+    return message, await reader.read()
+
+
+@pytest.mark.parametrize(
+    ("stream", "message"),
+    [
+        (b".\r\n", b""),
+        (b"\r\n.\r\n", b"\r\n"),
+        (b"a\r\n.\r\n", b"a\r\n"),
+        (b"..\r\n.\r\n", b".\r\n"),
+        (b"..x\r\n...y\r\nz.\r\nend.\r\n.\r\n", b".x\r\n..y\r\nz.\r\nend.\r\n"),
+        (
+            b"x" * 300 + b"\r\n" + b"y" * 200 + b".\r\n.\r\n",
+            b"x" * 300 + b"\r\n" + b"y" * 200 + b".\r\n",
+        ),
+        (b"no\nbare\rbreaks.\r\n.\r\n", b"no\nbare\rbreaks.\r\n"),
+    ],
+)
+async def test_read_message_unstuffs_and_stops_at_the_dot_line(
+    stream: bytes, message: bytes
+) -> None:
+    assert await read(stream + b"QUIT\r\n") == (message, b"QUIT\r\n")
+
+
+async def test_read_message_over_the_limit_is_read_to_the_end_and_dropped() -> None:
+    stream = b"x" * 70 + b"\r\n" + (b"y" * 500 + b".\r\n") * 5 + b".\r\nNOOP\r\n"
+    assert await read(stream, limit=100) == (None, b"NOOP\r\n")
+    exactly = b"z" * 98 + b"\r\n"
+    assert await read(exactly + b".\r\n", limit=100) == (exactly, b"")
+    assert await read(b"z" + exactly + b".\r\n", limit=100) == (None, b"")
+
+
+async def test_read_message_raises_when_the_client_leaves() -> None:
+    with pytest.raises(asyncio.IncompleteReadError):
+        await read(b"half a message\r\n")
+
+
+def test_rewrite_gives_aiosmtpd_replies_a_status() -> None:
+    assert replies.rewrite("250 OK", max_size=10) == "250 2.0.0 OK"
+    assert replies.rewrite("503 Error: need MAIL command", max_size=10) == (
+        "503 5.5.1 Error: need MAIL command"
+    )
+    assert replies.rewrite("552 Error: Too much mail data", max_size=10) == str(
+        replies.S552_TOO_BIG(max=10)
+    )
+    assert replies.rewrite("451 4.3.0 Already", max_size=10) == "451 4.3.0 Already"
+    for untouched in ("220 mx ESMTP Postroute", "250-SIZE 10", "354 End data", "334 VXNlcg=="):
+        assert replies.rewrite(untouched, max_size=10) == untouched
+
+
+def test_multiline_folds_long_reasons_and_cleans_them() -> None:
+    reasons = [f"reason number {i} " + "x" * 60 for i in range(12)]
+    text = replies.multiline(replies.S550_REJECTED, [*reasons, "bad\r\nüber"])
+    lines = text.split("\r\n")
+    assert len(lines) > 1 and all(len(line) <= replies.MAX_LINE for line in lines)
+    assert all(line.startswith("550-5.7.1 ") for line in lines[:-1])
+    assert lines[-1].startswith("550 5.7.1 ") and lines[-1].endswith("bad??\\xfcber")
+
+
+def test_sliding_window_counts_per_key_and_forgets() -> None:
+    clock = FakeClock(NOW)
+    window = SlidingWindow(2, clock)
+    assert window.admit("a") and window.admit("a") and not window.admit("a")
+    assert window.admit("b")
+    clock.advance(30)
+    assert not window.admit("a")
+    clock.advance(31)
+    assert window.count("a") == 0 and window.admit("a")
+    assert "b" not in window._events  # swept once idle for a window
+
+
+def test_split_is_lossless() -> None:
+    raw = b"A: 1\r\nB: two\r\n\tlines\r\nC:\r\n\r\nbody\r\n\r\nD: not a header\r\n"
+    fields, rest = split(raw)
+    assert fields == [b"A: 1\r\n", b"B: two\r\n\tlines\r\n", b"C:\r\n"]
+    assert rest == b"\r\nbody\r\n\r\nD: not a header\r\n"
+    assert split(b"\r\nonly body\r\n") == ([], b"\r\nonly body\r\n")
+    assert split(b"X: no body\r\n") == ([b"X: no body\r\n"], b"")
+
+
+def test_parse_keeps_every_other_byte() -> None:
+    raw = (
+        b"Subject: =?utf-8?b?w6k=?=\r\nDate: x\r\nx-postroute-TAGS: a,,b\r\n"
+        b"From: a@example.com\r\nX-List-Unsubscribe:<mailto:u@example.com>\r\n\r\nbody\r\n"
+    )
+    parsed = parse(raw, NOW)
+    assert parsed.problems == []
+    assert parsed.content == (
+        b"Subject: =?utf-8?b?w6k=?=\r\nDate: x\r\nFrom: a@example.com\r\n"
+        b"List-Unsubscribe:<mailto:u@example.com>\r\n\r\nbody\r\n"
+    )
+    assert (parsed.subject, parsed.tags, parsed.sender) == ("é", ["a", "b"], "a@example.com")
+    untouched = b"Subject: s\r\nDate: x\r\nFrom: a@example.com\r\n\r\nbody\r\n"
+    assert parse(untouched, NOW).content is untouched
+
+
+def test_parse_reports_duplicate_controls() -> None:
+    raw = (
+        b"From: a@example.com\r\nSubject: s\r\nX-Postroute-Pool: a\r\nX-Postroute-Pool: b\r\n"
+        b"X-Postroute-Metadata-k: 1\r\nX-Postroute-Metadata-k: 2\r\n"
+        b"List-Unsubscribe: <a>\r\nX-List-Unsubscribe: <b>\r\n\r\nbody\r\n"
+    )
+    messages = [p.message for p in parse(raw, NOW).problems]
+    assert messages == [
+        "X-Postroute-Pool is given more than once",
+        "X-Postroute-Metadata-k is given more than once",
+        "more than one List-Unsubscribe (or X-List-Unsubscribe) header",
+    ]
+
+
+def test_self_signed_pair_is_made_once(tmp_path: Path) -> None:
+    directory = tmp_path / "data" / "tls"
+    cert, key = ensure_self_signed(directory, "mx.example.com")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    first = cert.read_bytes()
+    assert ensure_self_signed(directory, "mx.example.com") == (cert, key)
+    assert cert.read_bytes() == first
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)  # a matching pair
+    assert [p.name for p in directory.parent.iterdir()] == ["tls"]

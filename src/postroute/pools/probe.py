@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
-
-import aiosmtplib
 
 from postroute.pools.errors import SMTP_RATE_LIMIT, SMTP_REJECTED
 from postroute.pools.relay_config import ClientOptions, RelayConfig
@@ -93,12 +90,10 @@ async def _session(
                     f"sending test message via {relay.host}:{relay.port}: {error.detail}",
                     smtp_code=error.smtp_code,
                     smtp_message=error.smtp_message,
-                ).redacted(relay.password) from exc
-        # The relay did its part: a failed goodbye changes nothing.
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-            await smtp.quit()
+                ).redacted(relay.password) from None  # the cause may quote the password
     finally:
-        smtp.close()
+        # A failed goodbye changes nothing: the relay did its part.
+        await smtp.aclose(grace=min(options.timeout, 2.0))
 
 
 def build_test_message(sender: str, recipient: str) -> EmailMessage:

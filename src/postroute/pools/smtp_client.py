@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 from collections.abc import Iterator
@@ -59,7 +60,9 @@ class RelayError(Exception):
 
 @lru_cache(maxsize=32)
 def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
-    """Client TLS context: system CAs plus `ca_file`, TLS >= 1.2. Cached per arguments."""
+    """Client TLS context: system CAs plus `ca_file`, TLS >= 1.2.
+
+    Cached per arguments (a changed file at the same path needs a restart)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_file is not None:
@@ -70,7 +73,47 @@ def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
     return context
 
 
-async def open_session(relay: RelayConfig, options: ClientOptions) -> aiosmtplib.SMTP:
+class RelaySession(aiosmtplib.SMTP):
+    """An aiosmtplib session that can be closed for certain: `aclose()` or `abort()`.
+
+    aiosmtplib's close() on a TLS connection only starts the TLS goodbye, which needs the
+    event loop to keep running; these methods make sure the socket is really released."""
+
+    _last_transport: asyncio.BaseTransport | None = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self._last_transport = self.transport
+        super().close()
+
+    def abort(self) -> None:
+        """Drop the connection now: no QUIT, no TLS goodbye."""
+        self.close()
+        if isinstance(self._last_transport, asyncio.WriteTransport):
+            self._last_transport.abort()
+
+    async def aclose(self, *, send_quit: bool = True, grace: float = 2.0) -> None:
+        """QUIT (best effort, if connected), close, wait up to `grace` s, then abort.
+
+        Never raises for relay trouble."""
+        if send_quit and self.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self.quit()
+        self.close()
+        transport = self._last_transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # No event exists for "socket released": poll briefly.
+        while sock is not None and sock.fileno() != -1 and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        if sock is not None and sock.fileno() != -1:
+            self.abort()
+            await asyncio.sleep(0)  # the transport releases its socket on the next loop pass
+
+
+async def open_session(relay: RelayConfig, options: ClientOptions) -> RelaySession:
     """Connect, EHLO, STARTTLS/implicit TLS, AUTH within `options.timeout`; else RelayError."""
     if relay.encryption not in ENCRYPTIONS:
         raise ValueError(f"unknown encryption {relay.encryption!r}")
@@ -78,7 +121,7 @@ async def open_session(relay: RelayConfig, options: ClientOptions) -> aiosmtplib
     if relay.encryption != "none":
         ca_file = str(options.ca_file) if options.ca_file is not None else None
         context = tls_context(ca_file, relay.verify_tls)
-    smtp = aiosmtplib.SMTP(
+    smtp = RelaySession(
         hostname=relay.host,
         port=relay.port,
         local_hostname=options.helo_name,
@@ -102,7 +145,7 @@ async def open_session(relay: RelayConfig, options: ClientOptions) -> aiosmtplib
                 stage = "AUTH"
                 await _login(smtp, relay.username, relay.password or "")
     except Exception as exc:
-        smtp.close()
+        smtp.abort()
         error = _for_stage(classify(exc), stage)
         where = f"{stage} at {relay.host}:{relay.port}"
         if error.code == SMTP_TIMEOUT and isinstance(exc, TimeoutError):
@@ -111,9 +154,9 @@ async def open_session(relay: RelayConfig, options: ClientOptions) -> aiosmtplib
             detail = f"{where}: {error.detail}"
         raise RelayError(
             error.code, detail, smtp_code=error.smtp_code, smtp_message=error.smtp_message
-        ).redacted(relay.password) from exc
+        ).redacted(relay.password) from None  # the cause may quote the password back
     except BaseException:
-        smtp.close()
+        smtp.abort()
         raise
     return smtp
 
@@ -154,7 +197,8 @@ def classify(exc: BaseException) -> RelayError:
         auth = isinstance(exc, aiosmtplib.SMTPAuthenticationError)
         return _from_reply(exc.code, exc.message, auth=auth)
     if any(isinstance(e, TimeoutError) for e in chain):
-        return RelayError(SMTP_TIMEOUT, _describe(exc))
+        text = str(exc).strip()
+        return RelayError(SMTP_TIMEOUT, f"timed out: {text}" if text else "timed out")
     if isinstance(exc, aiosmtplib.SMTPNotSupported):
         return RelayError(SMTP_REJECTED, _describe(exc))
     if isinstance(exc, aiosmtplib.SMTPException) and not isinstance(exc, ConnectionError):

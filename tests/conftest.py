@@ -31,6 +31,7 @@ from postroute.config import Settings
 from postroute.db import create_engine
 from postroute.kit.clock import FakeClock
 from postroute.models import Base
+
 if TYPE_CHECKING:
     from tests.support.fixtures import RelayCA
 

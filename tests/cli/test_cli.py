@@ -63,8 +63,19 @@ def test_pools_add_list_test_and_send(cli_env: Path, relay_factory: RelayFactory
     relay = relay_factory(tls="starttls", auth={"user": "relay-pass"})
     cli("init")
     out = cli(
-        "pools", "add", "--name", "local", "--host", "127.0.0.1", "--port", str(relay.port),
-        "--username", "user", "--from-email", "app@example.com", stdin="relay-pass\n",
+        "pools",
+        "add",
+        "--name",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(relay.port),
+        "--username",
+        "user",
+        "--from-email",
+        "app@example.com",
+        stdin="relay-pass\n",
     )
     assert "(default)" in out and "relay-pass" not in out
     listed = cli("pools", "list")
@@ -75,7 +86,9 @@ def test_pools_add_list_test_and_send(cli_env: Path, relay_factory: RelayFactory
     cli("pools", "test", "local", "--recipient", "ops@example.org")
     assert [list(m.rcpt_tos) for m in relay.wait_for(1)] == [["ops@example.org"]]
 
-    bad = cli("pools", "add", "--name", "x", "--host", "h", "--port", "0", "--encryption", "tls1", code=2)
+    bad = cli(
+        "pools", "add", "--name", "x", "--host", "h", "--port", "0", "--encryption", "tls1", code=2
+    )
     assert "port" in bad and "encryption" in bad
     assert "no SMTP pool" in cli("pools", "test", "nope", code=1)
 
@@ -87,7 +100,17 @@ def test_pools_add_list_test_and_send(cli_env: Path, relay_factory: RelayFactory
 
 def test_pools_test_reports_failure(cli_env: Path, closed_port: int) -> None:
     cli("init")
-    cli("pools", "add", "--name", "down", "--host", "127.0.0.1", "--port", str(closed_port),
-        "--encryption", "none")
+    cli(
+        "pools",
+        "add",
+        "--name",
+        "down",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(closed_port),
+        "--encryption",
+        "none",
+    )
     out = cli("pools", "test", "down", code=1)
     assert out.startswith("FAILED  smtp_connection_error")

@@ -14,6 +14,7 @@ from postroute.db import transaction
 from postroute.delivery.health import HealthBook
 from postroute.delivery.routing import PoolDirectory
 from postroute.pools import repository as pools_repo
+from postroute.pools import service as pools
 from postroute.pools.probe import probe
 
 log = logging.getLogger("postroute.delivery")
@@ -51,16 +52,7 @@ class Prober:
                 pool = await pools_repo.get_pool_for_update(session, pool_id)
                 if pool is None:
                     return
-                pool.health_last_checked_at = now
-                if result.success:
-                    pool.health_state, pool.down_until, pool.consecutive_failures = (
-                        "healthy",
-                        None,
-                        0,
-                    )
-                    pool.health_last_error = None
-                else:
-                    pool.health_last_error = f"{result.error_code}: {result.error_detail}"
+                pools.apply_probe(pool, result, now)
         except Exception:
             log.exception("recording the probe of pool %s failed", pool_id)
             return

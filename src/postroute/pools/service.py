@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -238,21 +239,24 @@ def to_view(pool: SmtpPool, usage: PoolDailyUsage | None) -> PoolOut:
     )
 
 
+def apply_probe(pool: SmtpPool, result: ProbeResult, now: datetime) -> None:
+    """A connection test is a health check: success closes the circuit and clears the
+    error; a relay-level failure marks a healthy pool degraded (a down one stays down)."""
+    pool.health_last_checked_at = now
+    if result.success:
+        pool.health_state, pool.health_last_error = "healthy", None
+        pool.consecutive_failures, pool.down_until = 0, None
+        return
+    pool.health_last_error = f"{result.error_code}: {result.error_detail}"
+    if result.error_code in _RELAY_TROUBLE and pool.health_state == "healthy":
+        pool.health_state = "degraded"
+
+
 async def record_probe(
     session: AsyncSession, account_id: str, pool_id: str, result: ProbeResult, clock: Clock
 ) -> None:
-    """A connection test is a health check: it updates the pool's health."""
+    """The outcome of ``POST /v1/smtp-pools/{id}/test``, on the pool's health."""
     pool = await repo.get_pool(session, account_id, pool_id)
-    if pool is None:  # deleted while the test ran
-        return
-    pool.health_last_checked_at = clock.now()
-    if result.success:
-        pool.health_state = "healthy"
-        pool.health_last_error = None
-        pool.consecutive_failures = 0
-        pool.down_until = None
-    else:
-        pool.health_last_error = f"{result.error_code}: {result.error_detail}"
-        if result.error_code in _RELAY_TROUBLE and pool.health_state == "healthy":
-            pool.health_state = "degraded"
-    await session.flush()
+    if pool is not None:  # else deleted while the test ran
+        apply_probe(pool, result, clock.now())
+        await session.flush()

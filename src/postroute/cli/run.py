@@ -9,7 +9,7 @@ import uvloop
 
 from postroute import migrate as migrations
 from postroute.api.runtime import Runtime
-from postroute.cli.common import run
+from postroute.cli.common import fail, run
 from postroute.config import Settings
 from postroute.process import Parts, serve_forever
 
@@ -46,4 +46,7 @@ def worker() -> None:
 
 def _forever(parts: Parts) -> None:
     uvloop.install()
-    asyncio.run(serve_forever(Settings(), parts))
+    try:
+        asyncio.run(serve_forever(Settings(), parts))
+    except OSError as exc:  # a port in use, an unreadable certificate...
+        fail(f"cannot start: {exc.strerror or exc}")

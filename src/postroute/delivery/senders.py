@@ -15,15 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import aiosmtplib
-
 from postroute.delivery import transport
 from postroute.delivery.limits import ConnectionSlots
 from postroute.delivery.pacing import Pacer
 from postroute.delivery.results import Outcome, RelayDown
 from postroute.kit.clock import Clock
 from postroute.pools.relay_config import ClientOptions, RelayConfig
-from postroute.pools.smtp_client import RelayError, open_session
+from postroute.pools.smtp_client import RelayError, RelaySession, open_session
 
 log = logging.getLogger("postroute.delivery")
 SLOT_POLL = 0.05
@@ -120,7 +118,7 @@ class PoolSender:
 
     async def _run(self) -> None:
         deps = self._deps
-        smtp: aiosmtplib.SMTP | None = None
+        smtp: RelaySession | None = None
         holder: str | None = None
         generation = self._generation
         try:
@@ -139,8 +137,8 @@ class PoolSender:
                 await asyncio.shield(deps.slots.release(self.pool_id, holder))
 
     async def _handle(
-        self, job: Job, smtp: aiosmtplib.SMTP | None, holder: str | None, generation: int
-    ) -> tuple[aiosmtplib.SMTP | None, str | None, int]:
+        self, job: Job, smtp: RelaySession | None, holder: str | None, generation: int
+    ) -> tuple[RelaySession | None, str | None, int]:
         """One job on this task's session; returns the session state to keep."""
         deps = self._deps
         try:

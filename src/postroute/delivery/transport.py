@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiosmtplib
 
 from postroute.delivery.results import Bounced, Deferred, Outcome, RelayDown, Sent
@@ -13,7 +11,7 @@ from postroute.pools.errors import (
     SMTP_REJECTED,
     SMTP_TIMEOUT,
 )
-from postroute.pools.smtp_client import reply_error_code
+from postroute.pools.smtp_client import RelaySession, reply_error_code
 
 SERVICE_CLOSING = 421
 QUIT_TIMEOUT = 2.0
@@ -87,12 +85,6 @@ async def reset(smtp: aiosmtplib.SMTP) -> bool:
     return True
 
 
-async def close(smtp: aiosmtplib.SMTP) -> None:
-    """QUIT politely, but never wait long or raise."""
-    try:
-        if smtp.is_connected:
-            await asyncio.wait_for(smtp.quit(), QUIT_TIMEOUT)
-    except (aiosmtplib.SMTPException, OSError, TimeoutError):
-        pass
-    finally:
-        smtp.close()
+async def close(smtp: RelaySession) -> None:
+    """QUIT politely, then make sure the socket is released (the TLS goodbye is bounded)."""
+    await smtp.aclose(grace=QUIT_TIMEOUT)

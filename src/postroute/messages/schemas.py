@@ -85,6 +85,8 @@ class Address(BaseModel):
     def ascii_email(self) -> str | None:
         """The address with an IDNA (``xn--``) domain; None when the local part is not
         ASCII (such an address needs SMTPUTF8)."""
+        if self.email.isascii():  # already its own ASCII form (the common case: no IDNA work)
+            return self.email
         result = validate_email(self.email, check_deliverability=False, test_environment=True)
         return result.ascii_email
 

@@ -110,20 +110,12 @@ async def submit_requests(
         code = next(iter(codes)) if len(codes) == 1 else errors.VALIDATION_FAILED
         raise errors.DomainError(problems[0]["message"], code=code, details=problems)
     now = clock.now()
-    return [
-        await _store(session, account_id, req, pool, sender, now) for req, pool, sender in plans
-    ]
+    subs = [(account_id, _submission(req, pool, sender, now)) for req, pool, sender in plans]
+    return await store_many(session, subs, now)  # one set of bulk statements per request
 
 
-async def _store(
-    session: AsyncSession,
-    account_id: str,
-    req: SendRequest,
-    pool: SmtpPool,
-    sender: Address,
-    now: datetime,
-) -> SendResponse:
-    submission = Submission(
+def _submission(req: SendRequest, pool: SmtpPool, sender: Address, now: datetime) -> Submission:
+    return Submission(
         content=compose(req, date=now, default_from=sender),
         sender=sender.email,
         recipients=[Recipient(kind, a.email) for kind, a in req.recipients()],
@@ -137,7 +129,6 @@ async def _store(
         source="api",
         route_note=route_note(pool, req.pool_ref),
     )
-    return await store(session, account_id, submission, now)
 
 
 async def store(

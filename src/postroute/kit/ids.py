@@ -1,21 +1,12 @@
-"""Prefixed, time-sortable ids (``smtp_01H...``): ULID layout, 48-bit ms time + 80 random bits."""
+"""Prefixed, time-sortable ids (``smtp_01H...``): ULID layout, 48-bit ms time + 80 random bits,
+written in base32hex (``0-9A-V``), whose alphabet sorts like the numbers it encodes."""
 
 from __future__ import annotations
 
+import base64
 import secrets
 import threading
 import time
-
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32
-
-
-def _encode(value: int, length: int) -> str:
-    out = []
-    for _ in range(length):
-        value, rem = divmod(value, 32)
-        out.append(_ALPHABET[rem])
-    return "".join(reversed(out))
-
 
 _last = (0, 0)
 _lock = threading.Lock()
@@ -32,7 +23,8 @@ def new_id(prefix: str) -> str:
         else:
             rand = secrets.randbits(79)  # room to count up within the millisecond
         _last = (ms, rand)
-    return f"{prefix}_{_encode(ms, 10)}{_encode(rand, 16)}"
+    value = (ms << 80) | rand
+    return f"{prefix}_{base64.b32hexencode(value.to_bytes(20, 'big')).decode()[6:]}"
 
 
 # Prefixes, one per object kind.

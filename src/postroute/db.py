@@ -19,7 +19,17 @@ SessionFactory = async_sessionmaker[AsyncSession]
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        # One connection per process: SQLite has one writer anyway, and tasks of this
+        # process then queue for it in asyncio instead of sleeping in SQLite's busy
+        # handler. Other processes (api, smtp, worker apart) still wait on busy_timeout.
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            connect_args={"timeout": 30},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
+        )
         _tune_sqlite(engine)
         return engine
     return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)

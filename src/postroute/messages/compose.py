@@ -32,9 +32,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from email import policy as email_policy
+from email.charset import QP, Charset
 from email.header import Header
 from email.headerregistry import Address as Mailbox
-from email.message import MIMEPart
+from email.message import Message, MIMEPart
+from email.mime.text import MIMEText
 from email.utils import format_datetime
 
 from postroute.messages.schemas import Address, Attachment, SendRequest
@@ -43,6 +45,9 @@ from postroute.messages.validation import HEADER_NAME
 # For the body parts: CRLF line ends and no 8-bit data (qp or base64 whenever needed).
 POLICY = email_policy.SMTP.clone(cte_type="7bit")
 MAX_LINE = 998  # RFC 5322 2.1.1, octets without the CRLF
+_ASCII = Charset("us-ascii")
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
 CRLF = "\r\n"
 
 
@@ -125,7 +130,7 @@ def _mailbox(address: Address) -> str:
     return f"{Header(address.name, 'utf-8').encode(linesep=CRLF)} <{local}@{domain}>"
 
 
-def _body(req: SendRequest) -> MIMEPart:
+def _body(req: SendRequest) -> Message:
     text = _text_part(req.text, "plain") if req.text and req.text.strip() else None
     html = _text_part(req.html, "html") if req.html and req.html.strip() else None
     files = req.attachments
@@ -143,9 +148,20 @@ def _body(req: SendRequest) -> MIMEPart:
     return body
 
 
-def _text_part(content: str, subtype: str) -> MIMEPart:
-    part = MIMEPart(policy=POLICY)
-    part.set_content(content, subtype=subtype, charset="utf-8")
+def _text_part(content: str, subtype: str) -> Message:
+    """A text part through the email package's ``MIMEText``: its fixed headers are not
+    re-parsed by the header registry (most of ``set_content``'s cost). 7bit for ASCII
+    with short lines, quoted-printable otherwise; canonical CRLF line ends."""
+    text = content.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    short = all(len(line) <= MAX_LINE for line in text.split("\n"))
+    charset = _ASCII if text.isascii() and short else _UTF8_QP
+    # MIMEText hands the charset to set_payload, which takes a Charset object too.
+    # Built under the legacy policy (headers stored as plain strings); serialised with
+    # POLICY like the rest of the message.
+    part = MIMEText(text, subtype, charset)  # type: ignore[arg-type]
+    del part["MIME-Version"]  # the message's own header says it once
     return part
 
 
@@ -164,13 +180,13 @@ def _file_part(attachment: Attachment) -> MIMEPart:
     return part
 
 
-def _multipart(subtype: str, parts: Sequence[MIMEPart], params: str = "") -> MIMEPart:
-    container = MIMEPart(policy=POLICY)
+def _multipart(subtype: str, parts: Sequence[Message], params: str = "") -> Message:
+    container: Message = MIMEPart(policy=POLICY)
     container["Content-Type"] = f"multipart/{subtype}" + (f"; {params}" if params else "")
     for part in parts:
         container.attach(part)
     return container
 
 
-def _serialise(part: MIMEPart) -> bytes:
+def _serialise(part: Message) -> bytes:
     return part.as_bytes(policy=POLICY)

@@ -1,0 +1,142 @@
+"""Postroute under test: a temp data dir, ``postroute init --json``, then ``serve`` (or
+``api`` + ``worker``), one SMTP pool towards the sink, and optional py-spy profiles."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from _proc import LOOPBACK, Child, cpu_seconds, free_port, peak_rss_mb, wait_port
+
+POSTROUTE = Path(sys.executable).with_name("postroute")
+STARTUP_TIMEOUT = 60.0
+
+
+def postroute_env(data_dir: Path, http_port: int, extra: list[str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTROUTE_")}
+    env.update(
+        POSTROUTE_DATA_DIR=str(data_dir),  # SQLite: <data_dir>/postroute.db
+        POSTROUTE_HTTP_BIND=f"{LOOPBACK}:{http_port}",
+        POSTROUTE_PUBLIC_URL=f"http://{LOOPBACK}:{http_port}",
+        POSTROUTE_SMTP_BIND=f"{LOOPBACK}:{free_port()}",
+        POSTROUTE_SMTPS_BIND=f"{LOOPBACK}:{free_port()}",
+        POSTROUTE_LOG_LEVEL="WARNING",
+        LOG_LEVEL="WARNING",
+    )
+    env.update(item.split("=", 1) for item in extra)
+    return env
+
+
+class Postroute:
+    """``postroute init`` + ``serve`` (or ``api`` and ``worker``) in ``workdir``."""
+
+    def __init__(self, workdir: Path, split: bool, extra_env: list[str]) -> None:
+        if not POSTROUTE.exists():
+            raise SystemExit(f"{POSTROUTE} not found: run with the project's venv python")
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.env = postroute_env(workdir / "data", self.port, extra_env)
+        init = subprocess.run(
+            [str(POSTROUTE), "init", "--json"],
+            env=self.env,
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=STARTUP_TIMEOUT,
+            check=False,
+        )
+        if init.returncode != 0:
+            raise SystemExit(f"postroute init failed:\n{init.stdout}{init.stderr}")
+        self.api_key = json.loads(init.stdout.strip().splitlines()[-1])["api_key"]
+        self.headers = {"Authorization": f"Bearer {self.api_key}"}
+        self.children: list[Child] = []
+        self.profilers: list[Child] = []
+        for part in ("api", "worker") if split else ("serve",):
+            self.start_part(part)
+        leader = self.children[0]
+        if not wait_port(self.port, STARTUP_TIMEOUT, leader.proc):
+            raise SystemExit(f"postroute {leader.name} did not listen:\n{leader.tail()}")
+
+    def start_part(self, part: str) -> None:
+        """Start ``postroute <part>`` (serve, api or worker)."""
+        log = self.workdir / f"{part}.log"
+        self.children.append(Child(part, [str(POSTROUTE), part], log, self.env, self.workdir))
+
+    def stop_part(self, part: str) -> None:
+        """Stop ``postroute <part>`` cleanly (SIGTERM: it finishes what it holds)."""
+        for child in [c for c in self.children if c.name == part]:
+            child.stop()
+            self.children.remove(child)
+
+    def create_pool(self, sink_port: int, max_connections: int) -> str:
+        body = {
+            "name": "bench-sink",
+            "host": LOOPBACK,
+            "port": sink_port,
+            "encryption": "none",
+            "max_connections": max_connections,
+            "is_default": True,
+        }
+        reply = httpx.post(f"{self.url}/v1/smtp-pools", json=body, headers=self.headers, timeout=30)
+        if reply.status_code != 201:
+            raise SystemExit(f"creating the pool failed: {reply.status_code} {reply.text}")
+        return str(reply.json()["id"])
+
+    def mime_bytes(self, message_id: str) -> int | None:
+        url = f"{self.url}/v1/messages/{message_id}/raw"
+        reply = httpx.get(url, headers=self.headers, timeout=30)
+        return len(reply.content) if reply.status_code == 200 else None
+
+    def cpu(self) -> dict[str, float]:
+        return {c.name: cpu_seconds(c.pid) for c in self.children}
+
+    def peak_rss(self) -> dict[str, float]:
+        return {c.name: round(peak_rss_mb(c.pid), 1) for c in self.children}
+
+    def check_alive(self) -> None:
+        for c in self.children:
+            if not c.alive():
+                raise SystemExit(f"postroute {c.name} exited:\n{c.tail()}")
+
+    # -- profiling (py-spy, sampling: ~no cost to the profiled process) ----------------------
+
+    def start_profiles(
+        self, outdir: Path, tag: str, gil: bool, only: str | None = None, rate: int = 200
+    ) -> None:
+        """py-spy on each process (or the ``only`` one). ``gil``: only samples holding the
+        GIL (Python CPU); else every active sample (also C code that releases the GIL, such
+        as SQLite, and threads waiting for a CPU)."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(spy).exists():
+            raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+        outdir.mkdir(parents=True, exist_ok=True)
+        for c in [c for c in self.children if only in (None, c.name)]:
+            out = outdir / f"{tag}-{c.name}.collapsed"
+            cmd = [spy, "record", "--pid", str(c.pid), "--rate", str(rate)]
+            cmd += ["--format", "raw", "--output", str(out), "--nonblocking"]
+            cmd += ["--gil"] if gil else []
+            self.profilers.append(Child(f"py-spy-{c.name}", cmd, outdir / f"{out.name}.log"))
+
+    def stop_profiles(self) -> None:
+        """SIGINT makes py-spy write its output."""
+        for p in self.profilers:
+            if p.alive():
+                os.kill(p.pid, signal.SIGINT)
+        for p in self.profilers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.proc.wait(60)  # writing a big profile takes a few seconds
+            p.stop()
+        self.profilers = []
+
+    def stop(self) -> None:
+        self.stop_profiles()
+        for c in reversed(self.children):
+            c.stop()

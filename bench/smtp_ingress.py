@@ -1,0 +1,343 @@
+"""SMTP ingress benchmark: smtp-source → Postroute SMTP → SQLite queue → pool → smtp-sink.
+
+    .venv/bin/python bench/smtp_ingress.py --persist --count 10000 --size 2048 --runs 3
+        [--split] [--with-postfix] [--max-connections 8] [--env POSTROUTE_X=V]
+        [--profile DIR [--profile-gil]] [--print-only]
+
+Prepares a fresh Postroute data dir (SQLite): ``postroute init --json``, an IP credential
+for 127.0.0.1/32 (smtp-source submits without AUTH or TLS, as from an application server
+on ``mynetworks``), one pool (``encryption none``, no credentials) towards
+127.0.0.1:SINK_PORT. Then it drives ``../shared/bench/smtp_anchor.sh project``: the anchor
+starts ``smtp-sink -c`` on SINK_PORT, starts Postroute (``postroute serve``, or with
+``--split`` ``postroute smtp`` + ``postroute worker`` on the same SQLite file), sends
+``--warmup`` then ``--count`` messages per run with smtp-source (20 sessions, ``-d`` with
+``--persist``) to the STARTTLS listener, and times the last 250 (accepted/s) and the
+sink's count reaching N (delivered/s). ``--with-postfix`` first measures Postfix
+(``smtp_anchor.sh postfix``, the same options) in the same session. A table of the medians
+ends the output. ``--print-only`` prints the environment and the anchor command instead.
+
+smtp-source sends no Subject unless asked, and Postroute refuses a message without one, so
+the load command is the anchor's own smtp-source command plus ``-S``. Postroute's
+per-connection limits (100 messages per connection, 600 connections per IP and minute)
+would cut smtp-source off, so they are raised (``--env`` overrides). See
+docs/performance-smtp.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _postroute import POSTROUTE, STARTUP_TIMEOUT, postroute_env
+from _proc import LOOPBACK, Child, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ANCHOR = ROOT.parent / "shared" / "bench" / "smtp_anchor.sh"
+SUBJECT = "Postroute SMTP benchmark"
+RAISED_LIMITS = [
+    "POSTROUTE_SMTP_MAX_MESSAGES_PER_CONNECTION=1000000",
+    "POSTROUTE_SMTP_MAX_CONNECTIONS_PER_IP_PER_MINUTE=1000000",
+]
+
+
+def run_cli(env: dict[str, str], workdir: Path, *argv: str) -> str:
+    done = subprocess.run(
+        [str(POSTROUTE), *argv],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"postroute {' '.join(argv)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def prepare(args: argparse.Namespace, workdir: Path) -> dict[str, str]:
+    """Data dir, account + key, IP credential, pool. Returns Postroute's environment."""
+    extra = [*RAISED_LIMITS, f"POSTROUTE_SMTP_BIND={LOOPBACK}:{args.port}", *args.env]
+    env = postroute_env(workdir / "data", free_port(), extra)
+    out = run_cli(env, workdir, "init", "--json", "--account-name", args.account)
+    json.loads(out.strip().splitlines()[-1])  # the key is not needed: no AUTH from 127.0.0.1
+    run_cli(env, workdir, "ip-credentials", "add", f"{LOOPBACK}/32", "--account", args.account,
+            "--description", "smtp-source")  # fmt: skip
+    run_cli(env, workdir, "pools", "add", "--account", args.account, "--name", "bench-sink",
+            "--host", LOOPBACK, "--port", str(args.sink_port), "--encryption", "none",
+            "--max-connections", str(args.max_connections), "--default")  # fmt: skip
+    return env
+
+
+def start_cmd(split: bool) -> str:
+    exe = shlex.quote(str(POSTROUTE))
+    if split:  # two processes on one SQLite file; the anchor stops the whole group
+        return f"{exe} smtp & {exe} worker & wait"
+    return f"exec {exe} serve"
+
+
+def load_cmd(args: argparse.Namespace) -> str:
+    """The anchor's smtp-source command (lib/anchor.py) with a Subject header."""
+    cmd = ["smtp-source", "-s", "{sessions}", "-m", "{count}", "-l", "{size}", "-M",
+           "bench.test", "-f", "sender@bench.test", "-t", "rcpt@bench.test", "-S",
+           shlex.quote(SUBJECT)]  # fmt: skip
+    return " ".join([*cmd, *(["-d"] if args.persist else []), "{host}:{port}"])
+
+
+def anchor_argv(args: argparse.Namespace, scenario: str) -> list[str]:
+    argv = [str(args.anchor), scenario, "--sizes", str(args.size), "--count", str(args.count)]
+    argv += ["--runs", str(args.runs), "--sessions", str(args.sessions)]
+    argv += ["--warmup", str(args.warmup), "--timeout", str(args.timeout)]
+    argv += ["--sink-port", str(args.sink_port)]
+    return argv + (["--persist"] if args.persist else [])
+
+
+def others_running(pattern: str) -> bool:
+    """Whether a process other than this benchmark (whose own argv names the pattern) and
+    its ``timeout`` wrapper matches ``pgrep -f PATTERN``."""
+    found = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False)
+    mine = Path(__file__).name
+    return any(mine not in line for line in found.stdout.splitlines())
+
+
+def wait_idle(patterns: list[str], limit: float = 1200.0, every: float = 15.0) -> None:
+    """Wait (bounded) until no process matches any of ``patterns`` (another benchmark)."""
+    end = time.monotonic() + limit
+    for pattern in patterns:
+        while others_running(pattern):
+            if time.monotonic() > end:
+                print(f"# still running after {limit:.0f} s: {pattern}; going on", flush=True)
+                return
+            print(f"# waiting for {pattern!r} to finish", flush=True)
+            time.sleep(every)
+
+
+# -- profiling -------------------------------------------------------------------------------
+
+
+def descendants(root: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                data = (entry / "stat").read_text()
+                ppid = int(data[data.rfind(")") + 2 :].split()[1])
+                kids.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(kids.get(pid, []))
+    return out
+
+
+def postroute_pids(root: int) -> dict[str, int]:
+    """``{part: pid}`` of the Postroute processes below ``root`` (serve, smtp, worker)."""
+    found = {}
+    for pid in descendants(root):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            parts = [a.decode() for a in argv if a in (b"serve", b"smtp", b"worker")]
+            if parts and any(a.endswith(b"/postroute") for a in argv):
+                found[parts[0]] = pid
+    return found
+
+
+def sink_count(path: Path) -> int:
+    try:
+        tail = path.read_bytes()[-400:].decode("ascii", "replace")
+    except OSError:
+        return 0
+    found = [int(x) for x in tail.split("mesg=")[1:] if x.split()[0].isdigit()]
+    return found[-1] if found else 0
+
+
+class Profiler:
+    """py-spy on each Postroute process from the end of the warm-up to the last delivery."""
+
+    def __init__(self, args: argparse.Namespace, logdir: Path) -> None:
+        self.args, self.sink_out = args, logdir / f"sink-{args.sink_port}.out"
+        self.children: list[Child] = []
+        self.done = False
+
+    def poll(self, anchor: subprocess.Popen[bytes]) -> None:
+        args = self.args
+        if not args.profile or self.done:
+            return
+        count = sink_count(self.sink_out)
+        if not self.children and count >= args.warmup:
+            spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            outdir = Path(args.profile)
+            outdir.mkdir(parents=True, exist_ok=True)
+            for part, pid in postroute_pids(anchor.pid).items():
+                out = outdir / f"{args.name}-{part}.collapsed"
+                cmd = [spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw"]
+                cmd += ["--output", str(out), "--nonblocking"]
+                cmd += ["--gil"] if args.profile_gil else []
+                self.children.append(Child(f"py-spy-{part}", cmd, outdir / f"{out.name}.log"))
+        elif self.children and count >= args.warmup + args.runs * args.count:
+            self.stop()
+
+    def stop(self) -> None:
+        self.done = True
+        for c in self.children:
+            if c.alive():
+                os.kill(c.pid, signal.SIGINT)  # py-spy writes its output on SIGINT
+        for c in self.children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                c.proc.wait(60)
+            c.stop()
+
+
+# -- running the anchor ----------------------------------------------------------------------
+
+
+def run_anchor(args: argparse.Namespace, argv: list[str], env: dict[str, str],
+               logdir: Path) -> int:  # fmt: skip
+    print("$ " + " ".join(shlex.quote(a) for a in argv), flush=True)
+    profiler = Profiler(args, logdir)
+    anchor = subprocess.Popen(argv, env=env, start_new_session=True)
+    try:
+        while anchor.poll() is None:
+            if "project" in argv:
+                profiler.poll(anchor)
+            time.sleep(0.2)
+    finally:
+        profiler.stop()
+        if anchor.poll() is None:  # interrupted: the anchor stops what it started on SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(anchor.pid, signal.SIGTERM)
+            anchor.wait(60)
+    return anchor.returncode
+
+
+def table(out: Path, since: str) -> str:
+    """Markdown table of the anchor's medians written since ``since`` (its ``ts`` format)."""
+    summaries: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    with contextlib.suppress(OSError):
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("ts", since) >= since:
+                (summaries if r.get("summary") else runs).append(r)
+    lines = [
+        "| path | size | ok | accepted/s (median) | delivered/s (median) | delivered/s per run"
+        " | server CPU ms/msg | CPU % machine / server / smtp-source / sink |",
+        "|---|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for s in summaries:
+        mine = [r for r in runs if r["label"] == s["label"] and r["size"] == s["size"]]
+        mine = mine[-s["runs"] :]
+        per = ", ".join(str(r["deliver_rate"]) for r in mine)
+        # the server: the project's process tree; for Postfix, what is left of the machine
+        server = [r["cpu_subject_pct"] if r["cpu_subject_pct"] is not None else r["cpu_rest_pct"]
+                  for r in mine]  # fmt: skip
+        ms = [10 * pct * r["wall_s"] / r["count"] for pct, r in zip(server, mine, strict=True)]
+        ms_med = f"{statistics.median(ms):.2f}" if ms else "?"
+        server_med = s["cpu_subject_med"] if s["cpu_subject_med"] is not None else s["cpu_rest_med"]
+        cpu = f"{s['cpu_machine_med']} / {server_med} / {s['cpu_load_med']} / {s['cpu_sink_med']}"
+        lines.append(
+            f"| {s['label']} | {s['size']} | {s['ok_runs']}/{s['runs']} | {s['accept_rate_med']}"
+            f" | {s['deliver_rate_med']} | {per} | {ms_med} | {cpu} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = ap.add_argument
+    add("--count", type=int, default=10000, help="messages per run (1..1e6)")
+    add("--size", type=int, default=2048, help="smtp-source -l: body bytes")
+    add("--runs", type=int, default=3)
+    add("--sessions", type=int, default=20, help="smtp-source -s")
+    add("--persist", action="store_true", help="smtp-source -d: reuse each session")
+    add("--warmup", type=int, default=500)
+    add("--timeout", type=float, default=300.0, help="bound in seconds per run")
+    add("--split", action="store_true", help="`postroute smtp` + `postroute worker`")
+    add("--with-postfix", action="store_true", help="measure Postfix first, same options")
+    add("--max-connections", type=int, default=8, help="the pool's max_connections")
+    add("--sink-port", type=int, default=int(os.environ.get("SINK_PORT", 2526)))
+    add("--port", type=int, default=0, help="Postroute's STARTTLS listener (default: free)")
+    add("--account", default="bench")
+    add("--env", action="append", default=[], metavar="KEY=V",
+        help="extra environment for Postroute (repeatable), e.g. PYTHONPATH=DIR")  # fmt: skip
+    add("--anchor", type=Path, default=ANCHOR, help="path of smtp_anchor.sh")
+    add("--out", type=Path, help="results JSONL (default: in the work dir)")
+    add("--label", help="label of the Postroute rows (default: postroute-serve|-split)")
+    add("--wait-idle", action="append", default=[], metavar="PATTERN",
+        help="wait (<= 20 min) before measuring while `pgrep -f PATTERN` matches")  # fmt: skip
+    add("--profile", metavar="DIR", help="py-spy each Postroute process after the warm-up")
+    add("--profile-gil", action="store_true", help="only samples holding the GIL")
+    add("--print-only", action="store_true", help="prepare, print the commands, do not run")
+    add("--keep", action="store_true", help="keep the work dir (data dir, logs)")
+    args = ap.parse_args()
+    if not 1 <= args.count <= 1_000_000 or not 1 <= args.runs <= 20:
+        ap.error("--count must be 1..1000000 and --runs 1..20")
+    if any("=" not in e for e in args.env):
+        ap.error("--env takes KEY=VALUE")
+    if not args.anchor.exists():
+        ap.error(f"{args.anchor} not found")
+    if not shutil.which("smtp-source") and not Path("/usr/sbin/smtp-source").exists():
+        ap.error(f"smtp-source not found: run `{args.anchor} setup` (root)")
+    args.port = args.port or free_port()
+    args.name = "split" if args.split else "serve"
+    args.label = args.label or f"postroute-{args.name}"
+    args.label += f" [smtp-source -s{args.sessions} {'-d' if args.persist else 'conn/msg'}]"
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    workdir = Path(tempfile.mkdtemp(prefix="postroute-smtp-bench-"))
+    logdir = workdir / "logs"
+    out = args.out or workdir / "results.jsonl"
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        env = prepare(args, workdir)
+        env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
+        env.update(PROJECT_PORT=str(args.port), PROJECT_START_CMD=start_cmd(args.split),
+                   SINK_PORT=str(args.sink_port), BENCH_OUT=str(out),
+                   BENCH_LOGDIR=str(logdir))  # fmt: skip
+        project = [*anchor_argv(args, "project"), "--label", args.label, "--load-cmd",
+                   load_cmd(args)]  # fmt: skip
+        if args.print_only:
+            keep = sorted(k for k in env if k.startswith(("POSTROUTE_", "PROJECT_", "BENCH_"))
+                          or k in ("SINK_PORT", "PYTHONPATH", "LOG_LEVEL"))  # fmt: skip
+            print(f"# data dir prepared in {workdir} (kept)")
+            print(" ".join(f"{k}={shlex.quote(env[k])}" for k in keep) + " \\")
+            print("  " + " ".join(shlex.quote(a) for a in project))
+            args.keep = True
+            return
+        rc = 0
+        if args.with_postfix:
+            wait_idle(args.wait_idle)
+            rc |= run_anchor(args, anchor_argv(args, "postfix"), env, logdir)
+        wait_idle(args.wait_idle)
+        rc |= run_anchor(args, project, env, logdir)
+        print(table(out, since), flush=True)
+        if rc:
+            print(f"# the anchor exited with {rc}; logs in {logdir}", flush=True)
+            args.keep = True
+    finally:
+        if args.keep:
+            print(f"# kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

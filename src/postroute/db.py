@@ -18,6 +18,8 @@ SessionFactory = async_sessionmaker[AsyncSession]
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """``hide_parameters``: a database error must never carry message content, hashes or
+    other bound values into an exception text or a log line."""
     if url.startswith("sqlite"):
         # One connection per process: SQLite has one writer anyway, and tasks of this
         # process then queue for it in asyncio instead of sleeping in SQLite's busy
@@ -25,6 +27,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         engine = create_async_engine(
             url,
             echo=echo,
+            hide_parameters=True,
             connect_args={"timeout": 30},
             pool_size=1,
             max_overflow=0,
@@ -32,7 +35,14 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         )
         _tune_sqlite(engine)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        echo=echo,
+        hide_parameters=True,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+    )
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

@@ -86,3 +86,22 @@ async def test_unknown_route_has_envelope(client: httpx.AsyncClient) -> None:
     reply = await client.get("/v1/nothing-here")
     assert reply.status_code == 404
     assert reply.json()["error"]["code"] == "not_found"
+
+
+async def test_database_errors_do_not_carry_bound_values(runtime: Runtime) -> None:
+    import sqlalchemy as sa
+    from sqlalchemy.exc import IntegrityError
+
+    from postroute.models import MessageEvent
+
+    secret = "pr_live_this-must-not-leak"
+    async with runtime.sessions() as session:
+        row = {"id": "evt_x", "account_id": secret, "message_id": "msg_missing"}
+        row |= {"type": "queued", "created_at": runtime.clock.now(), "data": {}}
+        try:
+            await session.execute(sa.insert(MessageEvent), [row])
+            await session.flush()
+        except IntegrityError as exc:  # no such message: a foreign key violation
+            assert secret not in str(exc)
+        else:
+            raise AssertionError("expected a foreign key violation")

@@ -109,11 +109,11 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def machine_busy_seconds() -> float:
-    """Non-idle CPU seconds of the whole machine since boot (all cores)."""
+    """Busy CPU seconds of the whole machine since boot (all cores): user, nice, system,
+    irq and softirq; not idle, iowait, nor steal (time the hypervisor gave elsewhere)."""
     first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    ticks = [int(x) for x in first]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks[:8]) - idle) / CLK_TCK
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in first[:7])
+    return (user + nice + system + irq + softirq) / CLK_TCK
 
 
 # -- the upstream sink -----------------------------------------------------------------------

@@ -17,7 +17,9 @@ import logging
 import os
 import secrets
 import socket
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute.api.runtime import Runtime
 from postroute.db import transaction
@@ -171,10 +173,7 @@ class Worker:
                     backlog[decision.pool_id] = (queued + 1, rate)
                 else:
                     recorder.add_hold(holds, fl, decision, now, item.created_at + self.max_age)
-            for pool_id, count in budget.reserved.items():
-                await pools_repo.add_usage(session, pool_id, now.date(), sent=count)
-            for pool_id, count in budget.throttled.items():
-                await pools_repo.add_usage(session, pool_id, now.date(), throttled=count)
+            await _write_budget(session, budget, now)
             await recorder.write(
                 session, self.owner, holds, [h["id"] for h in holds.messages], self.health
             )
@@ -257,18 +256,18 @@ class Worker:
                     if pool_id in self._senders
                     else {}
                 )
-                async with transaction(self.rt.sessions) as session:
-                    used = await pools_repo.lock_usage(
-                        session, [pool_id] if pool.daily_limit else [], now.date()
-                    )
-                    budget = Budget(
-                        {pool_id: pool.daily_limit - used[pool_id]} if pool.daily_limit else {}
-                    )
+                budget = Budget({})
+                if pool.daily_limit is None:  # nothing to reserve: no transaction
                     decision = pick([pool], self.health, budget, backlog, now)
-                    for pid, count in budget.reserved.items():
-                        await pools_repo.add_usage(session, pid, now.date(), sent=count)
-                    for pid, count in budget.throttled.items():
-                        await pools_repo.add_usage(session, pid, now.date(), throttled=count)
+                    if budget.throttled:
+                        async with transaction(self.rt.sessions) as session:
+                            await _write_budget(session, budget, now)
+                else:
+                    async with transaction(self.rt.sessions) as session:
+                        used = await pools_repo.lock_usage(session, [pool_id], now.date())
+                        budget.left[pool_id] = pool.daily_limit - used[pool_id]
+                        decision = pick([pool], self.health, budget, backlog, now)
+                        await _write_budget(session, budget, now)
                 if isinstance(decision, Take):
                     self._submit(fl, decision.pool_id, decision.reserved)
                     return
@@ -335,3 +334,11 @@ class Worker:
             await repo.release(session, self.owner, ids, self.rt.clock.now())
         for message_id in ids:
             self._inflight.pop(message_id, None)
+
+
+async def _write_budget(session: AsyncSession, budget: Budget, now: datetime) -> None:
+    """Today's reserved daily-limit slots and throttled counts, per pool."""
+    for pool_id, count in budget.reserved.items():
+        await pools_repo.add_usage(session, pool_id, now.date(), sent=count)
+    for pool_id, count in budget.throttled.items():
+        await pools_repo.add_usage(session, pool_id, now.date(), throttled=count)

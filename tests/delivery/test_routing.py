@@ -288,3 +288,18 @@ def test_next_midnight_is_utc() -> None:
     now = datetime(2026, 3, 1, 23, 59, tzinfo=UTC)
     assert next_utc_midnight(now) == datetime(2026, 3, 2, tzinfo=UTC)
     assert next_utc_midnight(now) - now == timedelta(minutes=1)
+
+
+async def test_deleted_named_pool_goes_to_default_and_says_why(
+    client: httpx.AsyncClient, tenant: Tenant, relay_factory: RelayFactory, worker: Worker
+) -> None:
+    a, b = relay_factory(), relay_factory()
+    await add_pool(client, tenant, a.port)
+    named = await add_pool(client, tenant, b.port, name="gone-soon")
+    (sent,) = (await send(client, tenant, pool="gone-soon"))["messages"]
+    await client.delete(f"/v1/smtp-pools/{named['id']}", headers=tenant.headers)
+    await worker.drain()
+    assert len(a.wait_for(1)) == 1 and b.messages == []
+    detail = await message(client, tenant, sent["id"])
+    assert detail["status"] == "sent"
+    assert "inactive or deleted" in detail["route_note"]

@@ -109,6 +109,8 @@ def add_outcome(rows: Rows, fl: InFlight, policy: RetryPolicy, max_age_until: da
         "pool_id": pool_id,
         "updated_at": now,
     }
+    if fl.route_note:  # routed otherwise than asked at delivery (pool deleted, inactive...)
+        message["route_note"] = fl.route_note
     if isinstance(outcome, Sent):
         message.update(status=events.SENT, relay_queue_id=outcome.queue_id)
         rows.events.append(event_row(fl, events.SENT, now, {**base, "queue_id": outcome.queue_id}))

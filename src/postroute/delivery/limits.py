@@ -164,18 +164,28 @@ class RedisConnectionSlots:
 
     TTL = 60.0
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, now: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self._acquire = client.register_script(_SLOT_ACQUIRE)
         self._refresh = client.register_script(_SLOT_REFRESH)
+        self._now = now
+        self._refreshed: dict[str, float] = {}  # holder -> when its TTL was last renewed
 
     async def acquire(self, key: str, limit: int) -> str | None:
         holder = secrets.token_hex(8)
         ok = await self._acquire(keys=[f"postroute:conn:{key}"], args=[limit, holder, self.TTL])
-        return holder if int(ok) == 1 else None
+        if int(ok) != 1:
+            return None
+        self._refreshed[holder] = self._now()
+        return holder
 
     async def refresh(self, key: str, holder: str) -> None:
+        """Called after every message; talks to Redis only once per third of the TTL."""
+        if self._now() - self._refreshed.get(holder, 0.0) < self.TTL / 3:
+            return
         await self._refresh(keys=[f"postroute:conn:{key}"], args=[holder, self.TTL])
+        self._refreshed[holder] = self._now()
 
     async def release(self, key: str, holder: str) -> None:
+        self._refreshed.pop(holder, None)
         await self._client.zrem(f"postroute:conn:{key}", holder)

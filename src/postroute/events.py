@@ -13,6 +13,3 @@ OPENED = "opened"
 CLICKED = "clicked"
 UNSUBSCRIBED = "unsubscribed"
 COMPLAINED = "complained"
-
-# Message statuses: the latest delivery-relevant event.
-STATUSES = frozenset({QUEUED, SENT, DEFERRED, BOUNCED, DROPPED, DELIVERED})

@@ -13,7 +13,7 @@ from postroute import errors
 from postroute.accounts import repository as repo
 from postroute.kit import ids
 from postroute.kit.clock import Clock
-from postroute.kit.crypto import hash_password, hash_token, verify_password
+from postroute.kit.crypto import hash_password, hash_token
 from postroute.models import Account, ApiKey, User
 
 KEY_PREFIX = "pr_live_"
@@ -86,13 +86,6 @@ async def create_user(
     )
     session.add(user)
     await session.flush()
-    return user
-
-
-async def check_user_password(session: AsyncSession, email: str, password: str) -> User | None:
-    user = await repo.get_user_by_email(session, email)
-    if user is None or not verify_password(user.password_hash, password):
-        return None
     return user
 
 

@@ -25,7 +25,6 @@ class PoolHealth:
     opened_at: datetime | None = None
     last_error: str | None = None
     effective_rate: float | None = None  # per second; None = only the configured limit
-    last_throttle: datetime | None = None
     last_raise: datetime | None = None
     sent_times: list[datetime] = field(default_factory=list)
 
@@ -83,7 +82,7 @@ class HealthBook:
         h = self.get(pool_id)
         current = h.effective_rate or configured or self._observed_rate(h, now)
         h.effective_rate = max(current / 2, MIN_RATE)
-        h.last_throttle = h.last_raise = now
+        h.last_raise = now
         return h.effective_rate
 
     def recover(self, pool_id: str, configured: float | None, now: datetime) -> bool:

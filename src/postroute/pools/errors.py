@@ -21,4 +21,3 @@ ALL_CODES: Final = frozenset(
         SMTP_RATE_LIMIT,
     }
 )
-

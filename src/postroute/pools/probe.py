@@ -106,8 +106,7 @@ def build_test_message(sender: str, recipient: str) -> EmailMessage:
     domain = sender.rpartition("@")[2] or "localhost"
     message["Message-ID"] = make_msgid(domain=domain)
     message.set_content(
-        "This is a test message sent by Postroute to check an SMTP pool.\n"
-        "No action is needed.\n"
+        "This is a test message sent by Postroute to check an SMTP pool.\nNo action is needed.\n"
     )
     return message
 

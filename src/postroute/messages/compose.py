@@ -21,6 +21,11 @@ filenames, quoted-printable or base64 for bodies (7-bit clean), CRLF line ends,
 no line over 998 octets. Bodies get CRLF line ends and a final line break
 (MIME's canonical text form).
 
+Text parts (``MIMEText``) and their multipart/alternative are legacy (compat32) parts
+and are written with a compat32 policy (CRLF, no "From " mangling): for their short
+ASCII headers it writes the same bytes as the SMTP policy at less than half the cost.
+A message with attachments is written with the SMTP policy throughout.
+
 Why ``email.header.Header`` and not the policy-based header folding: on Python
 3.11 the latter loses or adds spaces when a long non-ASCII Subject or display
 name wraps between encoded-words (CPython gh-144156); ``Header`` puts every
@@ -36,14 +41,20 @@ from email.charset import QP, Charset
 from email.header import Header
 from email.headerregistry import Address as Mailbox
 from email.message import Message, MIMEPart
+from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime
+from functools import lru_cache
 
 from postroute.messages.schemas import Address, Attachment, SendRequest
 from postroute.messages.validation import HEADER_NAME
 
 # For the body parts: CRLF line ends and no 8-bit data (qp or base64 whenever needed).
 POLICY = email_policy.SMTP.clone(cte_type="7bit")
+# For bodies of text parts only (no attachment): the same bytes as POLICY for the short
+# ASCII part headers these have, at less than half the cost, because the generator does
+# not re-parse each header through the header registry. No "From " mangling, as POLICY.
+LEGACY = email_policy.compat32.clone(linesep="\r\n", mangle_from_=False)
 MAX_LINE = 998  # RFC 5322 2.1.1, octets without the CRLF
 _ASCII = Charset("us-ascii")
 _UTF8_QP = Charset("utf-8")
@@ -78,10 +89,11 @@ def compose(req: SendRequest, *, date: datetime, default_from: Address | None = 
         head.append(_addresses("Reply-To", req.reply_to))
     head.append(_text("Subject", req.subject))
     aware = date if date.tzinfo is not None else date.replace(tzinfo=UTC)
-    head.append(_text("Date", format_datetime(aware)))
+    head.append(_text("Date", _date(aware)))
     head.append(_text("MIME-Version", "1.0"))
     head.extend(_text(name, value) for name, value in req.headers.items())
-    return "".join(head).encode("utf-8") + _serialise(_body(req))
+    body, policy = _body(req)
+    return "".join(head).encode("utf-8") + body.as_bytes(policy=policy)
 
 
 def with_headers(content: bytes, headers: Iterable[tuple[str, str]]) -> bytes:
@@ -130,7 +142,15 @@ def _mailbox(address: Address) -> str:
     return f"{Header(address.name, 'utf-8').encode(linesep=CRLF)} <{local}@{domain}>"
 
 
-def _body(req: SendRequest) -> Message:
+@lru_cache(maxsize=8)
+def _date(when: datetime) -> str:
+    """RFC 5322 date; cached: every message of a request has the same one."""
+    return format_datetime(when)
+
+
+def _body(req: SendRequest) -> tuple[Message, email_policy.Policy]:
+    """The body part and the policy to write it with: text parts alone are legacy
+    (compat32) parts, written with LEGACY; a tree with attachments is written with POLICY."""
     text = _text_part(req.text, "plain") if req.text and req.text.strip() else None
     html = _text_part(req.html, "html") if req.html and req.html.strip() else None
     files = req.attachments
@@ -142,10 +162,16 @@ def _body(req: SendRequest) -> Message:
     parts = [part for part in (text, html) if part is not None]
     if not parts:
         raise ValueError("the message has neither text nor html")  # validation prevents it
+    if not req.attachments:
+        if len(parts) == 1:
+            return parts[0], LEGACY
+        alternative = MIMEMultipart("alternative", _subparts=parts)
+        del alternative["MIME-Version"]
+        return alternative, LEGACY
     body = parts[0] if len(parts) == 1 else _multipart("alternative", parts)
     if files:
         body = _multipart("mixed", [body, *(_file_part(a) for a in files)])
-    return body
+    return body, POLICY
 
 
 def _text_part(content: str, subtype: str) -> Message:
@@ -186,7 +212,3 @@ def _multipart(subtype: str, parts: Sequence[Message], params: str = "") -> Mess
     for part in parts:
         container.attach(part)
     return container
-
-
-def _serialise(part: Message) -> bytes:
-    return part.as_bytes(policy=POLICY)

@@ -43,17 +43,30 @@ async def _send(
 ) -> JSONResponse:
     ttl = timedelta(hours=rt.settings.idempotency_hours)
     body_hash = service.request_hash(await request.body()) if key else ""
-    for _ in range(2):  # a second pass when a concurrent duplicate won the race
-        if key:
-            found = await service.idempotent_replay(
-                session, account.account_id, key, body_hash, rt.clock, ttl
-            )
-            if found is not None:
-                headers = {"Idempotent-Replayed": "true"}
-                return JSONResponse(found.response, status_code=found.status_code, headers=headers)
-        replies = await service.submit_requests(
-            session, account.account_id, requests, rt.clock, batch=batch
+
+    async def replay() -> JSONResponse | None:
+        if not key:
+            return None
+        found = await service.idempotent_replay(
+            session, account.account_id, key, body_hash, rt.clock, ttl
         )
+        if found is None:
+            return None
+        headers = {"Idempotent-Replayed": "true"}
+        return JSONResponse(found.response, status_code=found.status_code, headers=headers)
+
+    # Read first (a replay answers before the pools are checked again), then compose
+    # outside any transaction: SQLite has one writer, and the write below is inserts only.
+    if (replayed := await replay()) is not None:
+        return replayed
+    pools = await service.account_pools(session, account.account_id)
+    await session.commit()
+    now = rt.clock.now()
+    subs = service.plan_requests(account.account_id, requests, pools, now, batch=batch)
+    for _ in range(2):  # a second pass when a concurrent duplicate won the race
+        if (replayed := await replay()) is not None:
+            return replayed
+        replies = await service.store_many(session, subs, now)
         payload: dict[str, Any] = (
             SendBatchResponse(data=replies).model_dump(mode="json")
             if batch

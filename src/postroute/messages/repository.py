@@ -19,6 +19,7 @@ from postroute.models import (
     MessageEvent,
     MessageTag,
 )
+from postroute.models.base import table_of
 
 
 @dataclass
@@ -31,7 +32,11 @@ class SubmissionRows:
 
 
 async def insert_submission(session: AsyncSession, rows: SubmissionRows) -> None:
-    """Everything of one submission in bulk statements (parents first)."""
+    """Everything of one submission in bulk statements (parents first).
+
+    Core ``executemany`` on the tables (keys are column names): the ORM's bulk insert
+    path costs about twice as much CPU per row and adds nothing here."""
+    conn = await session.connection()
     for model, values in (
         (MessageContent, rows.contents),
         (Message, rows.messages),
@@ -40,7 +45,7 @@ async def insert_submission(session: AsyncSession, rows: SubmissionRows) -> None
         (MessageEvent, rows.events),
     ):
         if values:
-            await session.execute(sa.insert(model), values)
+            await conn.execute(sa.insert(table_of(model)), values)
 
 
 @dataclass(frozen=True)

@@ -77,16 +77,22 @@ def route_note(pool: SmtpPool, ref: str | None) -> str | None:
     return None
 
 
-async def submit_requests(
-    session: AsyncSession,
+async def account_pools(session: AsyncSession, account_id: str) -> list[SmtpPool]:
+    return list(await pools_repo.list_pools(session, account_id))
+
+
+def plan_requests(
     account_id: str,
     requests: Sequence[SendRequest],
-    clock: Clock,
+    pools: Sequence[SmtpPool],
+    now: datetime,
     *,
     batch: bool,
-) -> list[SendResponse]:
-    """Validate pools for every request first (all problems at once), then store them all."""
-    pools = list(await pools_repo.list_pools(session, account_id))
+) -> list[tuple[str, Submission]]:
+    """Resolve the pool of every request (all problems at once), then compose them all.
+
+    No database work: the caller reads ``pools`` first and stores the result with
+    :func:`store_many`, so that composing holds no lock (SQLite has one writer)."""
     problems: list[dict[str, Any]] = []
     codes: set[str] = set()
     plans: list[tuple[SendRequest, SmtpPool, Address]] = []
@@ -109,9 +115,24 @@ async def submit_requests(
     if problems:
         code = next(iter(codes)) if len(codes) == 1 else errors.VALIDATION_FAILED
         raise errors.DomainError(problems[0]["message"], code=code, details=problems)
+    return [(account_id, _submission(req, pool, sender, now)) for req, pool, sender in plans]
+
+
+async def submit_requests(
+    session: AsyncSession,
+    account_id: str,
+    requests: Sequence[SendRequest],
+    clock: Clock,
+    *,
+    batch: bool,
+) -> list[SendResponse]:
+    """Read the pools, plan and store in the caller's transaction (one-off senders such as
+    the CLI; the HTTP API plans outside its write transaction)."""
+    pools = await account_pools(session, account_id)
     now = clock.now()
-    subs = [(account_id, _submission(req, pool, sender, now)) for req, pool, sender in plans]
-    return await store_many(session, subs, now)  # one set of bulk statements per request
+    return await store_many(
+        session, plan_requests(account_id, requests, pools, now, batch=batch), now
+    )
 
 
 def _submission(req: SendRequest, pool: SmtpPool, sender: Address, now: datetime) -> Submission:
@@ -180,7 +201,7 @@ def _add_rows(
                 "recipient_type": rcpt.kind,
                 "subject": sub.subject,
                 "message_id_header": header,
-                "metadata_": sub.metadata,
+                "metadata": sub.metadata,
                 "requested_pool": sub.requested_pool,
                 "pool_id": sub.pool.id,
                 "route_note": sub.route_note,

@@ -20,6 +20,7 @@ import contextlib
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any, NoReturn, Protocol
 
 from email_validator import EmailNotValidError, validate_email
@@ -121,8 +122,12 @@ def filename(value: str) -> str:
     return _short(value, "filename", MAX_FILENAME_LENGTH)
 
 
+@lru_cache(maxsize=4096)
 def email_address(value: str) -> str:
-    """A valid (possibly internationalised) address, returned normalised."""
+    """A valid (possibly internationalised) address, returned normalised.
+
+    Cached: the same sender is checked for every message of a batch, and pydantic checks
+    an address again once normalised. Only valid addresses are cached (a raise is not)."""
     single_line(value)
     try:
         # test_environment only adds the reserved `.test` TLD (RFC 2606) to what is allowed:

@@ -42,3 +42,10 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime()}
+
+
+def table_of(model: type[Base]) -> sa.Table:
+    """The Core table of a mapped class, for ``executemany`` without the ORM's bulk path."""
+    table = model.__table__
+    assert isinstance(table, sa.Table)
+    return table

@@ -108,6 +108,8 @@ class PoolSender:
         self._deps.report(Report(job, outcome, started, self._deps.clock.now()))
 
     async def _next_job(self) -> Job | None:
+        if not self._queue.empty():  # busy: no idle timer (wait_for) per job
+            return self._queue.get_nowait()
         self._idle += 1
         try:
             return await asyncio.wait_for(self._queue.get(), self._deps.idle_seconds)

@@ -3,11 +3,12 @@ written in base32hex (``0-9A-V``), whose alphabet sorts like the numbers it enco
 
 from __future__ import annotations
 
-import base64
 import secrets
 import threading
 import time
 
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUV"  # base32hex (RFC 4648)
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits -> 2 characters
 _last = (0, 0)
 _lock = threading.Lock()
 
@@ -23,8 +24,17 @@ def new_id(prefix: str) -> str:
         else:
             rand = secrets.randbits(79)  # room to count up within the millisecond
         _last = (ms, rand)
-    value = (ms << 80) | rand
-    return f"{prefix}_{base64.b32hexencode(value.to_bytes(20, 'big')).decode()[6:]}"
+    return f"{prefix}_{encode((ms << 80) | rand)}"
+
+
+def encode(value: int) -> str:
+    """A 128-bit number as 26 base32hex characters (130 bits: two leading zero bits), the
+    same text as ``base64.b32hexencode`` of its 20 big-endian bytes without the first six
+    characters, at less than half the cost (two characters per lookup)."""
+    return "".join([_PAIRS[(value >> shift) & 0x3FF] for shift in _SHIFTS])
+
+
+_SHIFTS = range(120, -1, -10)
 
 
 # Prefixes, one per object kind.

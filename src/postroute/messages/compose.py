@@ -151,8 +151,8 @@ def _date(when: datetime) -> str:
 def _body(req: SendRequest) -> tuple[Message, email_policy.Policy]:
     """The body part and the policy to write it with: text parts alone are legacy
     (compat32) parts, written with LEGACY; a tree with attachments is written with POLICY."""
-    text = _text_part(req.text, "plain") if req.text and req.text.strip() else None
-    html = _text_part(req.html, "html") if req.html and req.html.strip() else None
+    text = _text_part(req.text, "plain") if req.text and not req.text.isspace() else None
+    html = _text_part(req.html, "html") if req.html and not req.html.isspace() else None
     files = req.attachments
     if html is not None and req.inline_attachments:
         images = [_file_part(a) for a in req.inline_attachments]

@@ -225,7 +225,8 @@ def _count(value: Any) -> int:
 
 
 def _has_text(value: Any) -> bool:
-    return value is not None and not (isinstance(value, str) and not value.strip())
+    # isspace: no stripped copy of a large body just to see whether it is blank
+    return value is not None and not (isinstance(value, str) and (not value or value.isspace()))
 
 
 def send_problems(raw: Mapping[str, Any]) -> list[InitErrorDetails]:

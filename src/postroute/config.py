@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=300.0, gt=0)
     worker_batch_size: int = Field(default=200, ge=1, le=5000)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
+    worker_record_seconds: float = Field(
+        default=0.05,
+        ge=0,
+        le=5,
+        description="Outcomes are gathered this long before they are written (one transaction).",
+    )
     connection_idle_seconds: float = Field(default=30.0, gt=0)
     max_queue_hours: float = Field(
         default=72.0, gt=0, description="A message waiting for a pool longer than this is dropped."

@@ -56,6 +56,7 @@ class Worker:
         self.lease = timedelta(seconds=s.lease_seconds)
         self.max_age = timedelta(hours=s.max_queue_hours)
         self._poll = s.worker_poll_seconds
+        self._record_delay = s.worker_record_seconds
         self.directory = PoolDirectory(runtime.box)
         self.health = HealthBook(
             failures_to_open=s.breaker_failures,
@@ -92,12 +93,12 @@ class Worker:
         try:
             while not self._stopping:
                 claimed = 0
-                if len(self._inflight) < self.capacity:
+                if self._room():
                     try:
                         claimed = await self._claim_and_dispatch()
                     except Exception:
                         log.exception("claiming failed; retrying")
-                if claimed == 0 or len(self._inflight) >= self.capacity:
+                if claimed == 0 or not self._room():
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll)
@@ -287,9 +288,16 @@ class Worker:
             await self._reported.wait()
             await self._flush()
 
+    def _room(self) -> bool:
+        """Claim again once half the capacity is free: fewer, larger claim transactions
+        (each takes SQLite's one write lock) while the senders still have work queued."""
+        return len(self._inflight) <= self.capacity // 2
+
     async def _record_forever(self) -> None:
         while True:
             await self._reported.wait()
+            if len(self._finished) < self.capacity // 2:  # gather: fewer, larger writes
+                await asyncio.sleep(self._record_delay)
             try:
                 await self._flush()
             except Exception:
@@ -324,7 +332,7 @@ class Worker:
             raise
         for fl in batch:
             self._inflight.pop(fl.claimed.message_id, None)
-        if len(self._inflight) < self.capacity:
+        if self._room():
             self._wake.set()
 
     async def _release(self, ids: list[str]) -> None:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import httpx
-from _proc import LOOPBACK, Child, cpu_seconds, free_port, peak_rss_mb, wait_port
+from _proc import LOOPBACK, Child, child_pids, cpu_seconds, free_port, peak_rss_mb, wait_port
 
 POSTROUTE = Path(sys.executable).with_name("postroute")
 STARTUP_TIMEOUT = 60.0
@@ -58,6 +58,7 @@ class Postroute:
         self.api_key = json.loads(init.stdout.strip().splitlines()[-1])["api_key"]
         self.headers = {"Authorization": f"Bearer {self.api_key}"}
         self.children: list[Child] = []
+        self._seen: dict[str, int] = {}
         self.profilers: list[Child] = []
         for part in ("api", "worker") if split else ("serve",):
             self.start_part(part)
@@ -95,11 +96,21 @@ class Postroute:
         reply = httpx.get(url, headers=self.headers, timeout=30)
         return len(reply.content) if reply.status_code == 200 else None
 
+    def processes(self) -> dict[str, int]:
+        """Name -> pid of every Postroute process, with ``serve``'s worker child as
+        ``serve-worker`` (remembered: a restarted child would count from zero)."""
+        found = {c.name: c.pid for c in self.children}
+        for c in self.children:
+            for i, pid in enumerate(child_pids(c.pid)):
+                found[f"{c.name}-worker" + (f"{i}" if i else "")] = pid
+        self._seen.update(found)
+        return dict(self._seen)
+
     def cpu(self) -> dict[str, float]:
-        return {c.name: cpu_seconds(c.pid) for c in self.children}
+        return {name: cpu_seconds(pid) for name, pid in self.processes().items()}
 
     def peak_rss(self) -> dict[str, float]:
-        return {c.name: round(peak_rss_mb(c.pid), 1) for c in self.children}
+        return {name: round(peak_rss_mb(pid), 1) for name, pid in self.processes().items()}
 
     def check_alive(self) -> None:
         for c in self.children:
@@ -118,12 +129,14 @@ class Postroute:
         if not Path(spy).exists():
             raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
         outdir.mkdir(parents=True, exist_ok=True)
-        for c in [c for c in self.children if only in (None, c.name)]:
-            out = outdir / f"{tag}-{c.name}.collapsed"
-            cmd = [spy, "record", "--pid", str(c.pid), "--rate", str(rate)]
+        for name, pid in self.processes().items():
+            if only not in (None, name):
+                continue
+            out = outdir / f"{tag}-{name}.collapsed"
+            cmd = [spy, "record", "--pid", str(pid), "--rate", str(rate)]
             cmd += ["--format", "raw", "--output", str(out), "--nonblocking"]
             cmd += ["--gil"] if gil else []
-            self.profilers.append(Child(f"py-spy-{c.name}", cmd, outdir / f"{out.name}.log"))
+            self.profilers.append(Child(f"py-spy-{name}", cmd, outdir / f"{out.name}.log"))
 
     def stop_profiles(self) -> None:
         """SIGINT makes py-spy write its output."""

@@ -6,6 +6,7 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,11 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=300.0, gt=0)
     worker_batch_size: int = Field(default=200, ge=1, le=5000)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
+    serve_worker_process: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="`postroute serve` runs the delivery worker as a child process: "
+        "auto = when the machine has more than one CPU.",
+    )
     worker_record_seconds: float = Field(
         default=0.05,
         ge=0,
@@ -105,6 +111,13 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
+
+    @property
+    def worker_in_own_process(self) -> bool:
+        """Whether ``serve`` runs the delivery worker as a child process."""
+        if self.serve_worker_process == "auto":
+            return (os.cpu_count() or 1) > 1
+        return self.serve_worker_process == "on"
 
     @cached_property
     def secret_keys(self) -> list[str]:

@@ -17,8 +17,10 @@ from postroute.api.runtime import Runtime
 from postroute.config import Settings, parse_bind
 from postroute.delivery.worker import Worker
 from postroute.smtp.listeners import SmtpServer
+from postroute.worker_process import WorkerProcess, watch_supervisor
 
 log = logging.getLogger("postroute")
+STOP_GRACE = 30.0  # seconds a stopping worker gives the messages in flight
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Parts:
     api: bool = True
     worker: bool = True
     smtp: bool = False
+    worker_process: bool = False  # the worker as a child process (serve, several cores)
 
 
 class _Server(uvicorn.Server):
@@ -55,14 +58,20 @@ async def serve_forever(settings: Settings, parts: Parts) -> None:
 
     tasks: list[asyncio.Task[None]] = []
     worker: Worker | None = None
+    child: WorkerProcess | None = None
     server: _Server | None = None
     smtp: SmtpServer | None = None
     if parts.smtp:  # first: a port in use stops the process before anything runs
         smtp = SmtpServer(runtime)
         await smtp.start()
-    if parts.worker:
+    if parts.worker and parts.worker_process:
+        child = WorkerProcess(stop_grace=STOP_GRACE)
+        await child.start()
+        runtime.wake_worker = child.wake
+    elif parts.worker:
         worker = Worker(runtime)
         runtime.wake_worker = worker.wake
+        loop.add_signal_handler(signal.SIGUSR1, worker.wake)  # e.g. from serve's API process
         tasks.append(asyncio.create_task(worker.run(), name="worker"))
         log.info("delivery worker %s started", worker.owner)
     if parts.api:
@@ -74,14 +83,18 @@ async def serve_forever(settings: Settings, parts: Parts) -> None:
         tasks.append(asyncio.create_task(server.serve(), name="http"))
         log.info("HTTP API on http://%s:%s", host, port)
 
+    watcher = asyncio.create_task(watch_supervisor(stop), name="supervisor")
     await stop.wait()
+    watcher.cancel()
     log.info("stopping")
     if smtp is not None:  # first: no new mail while the rest stops
         await smtp.stop()
     if server is not None:
         server.should_exit = True
     if worker is not None:
-        await worker.stop()
+        await worker.stop(STOP_GRACE)
+    if child is not None:
+        await child.stop()
     await asyncio.gather(*tasks, return_exceptions=True)
     await runtime.close()
     log.info("stopped")

@@ -30,8 +30,10 @@ def migrate() -> None:
 
 
 def serve() -> None:
-    """Everything in one process: HTTP API, SMTP submission and the delivery worker."""
-    _forever(Parts(api=True, worker=True, smtp=True))
+    """HTTP API, SMTP submission and the delivery worker; the worker in a child process
+    when the machine has several CPUs (POSTROUTE_SERVE_WORKER_PROCESS)."""
+    separate = Settings().worker_in_own_process
+    _forever(Parts(api=True, worker=True, smtp=True, worker_process=separate))
 
 
 def api() -> None:

@@ -98,6 +98,8 @@ class Worker:
                         claimed = await self._claim_and_dispatch()
                     except Exception:
                         log.exception("claiming failed; retrying")
+                if self._stopping:  # stop() came during the claim: its wake-up is spent
+                    break
                 if claimed == 0 or not self._room():
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):

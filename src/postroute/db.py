@@ -46,7 +46,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:
-    """WAL, foreign keys, and BEGIN IMMEDIATE.
+    """WAL, foreign keys, and BEGIN IMMEDIATE (BEGIN for :func:`begin_read`).
 
     Every transaction takes the write lock up front: a deferred transaction that reads
     and later writes fails at once with SQLITE_BUSY when another process (api, worker)
@@ -65,7 +65,19 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+_READ_ONLY = "postroute_read_only"
+
+
+async def begin_read(session: AsyncSession) -> None:
+    """Start ``session``'s next transaction as a read: on SQLite a deferred BEGIN, which
+    takes no write lock (in WAL mode readers neither wait for the writer nor block it).
+    Only for work that does not write: a write there may fail at once with SQLITE_BUSY.
+    Call it before the transaction's first statement; it ends at commit or rollback."""
+    await session.connection(execution_options={_READ_ONLY: True})
 
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:

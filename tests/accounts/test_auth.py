@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from postroute.api.runtime import Runtime
+from postroute.kit.clock import FakeClock
 from tests.conftest import Tenant
 
 
@@ -105,3 +106,17 @@ async def test_database_errors_do_not_carry_bound_values(runtime: Runtime) -> No
             assert secret not in str(exc)
         else:
             raise AssertionError("expected a foreign key violation")
+
+
+async def test_a_key_is_marked_used_at_most_once_a_minute(
+    client: httpx.AsyncClient, tenant: Tenant, clock: FakeClock
+) -> None:
+    async def last_used() -> str:
+        keys = (await client.get("/v1/api-keys", headers=tenant.headers)).json()["data"]
+        return str(keys[0]["last_used_at"])
+
+    first = await last_used()
+    clock.advance(30)
+    assert await last_used() == first
+    clock.advance(31)
+    assert await last_used() != first

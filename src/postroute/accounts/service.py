@@ -27,6 +27,7 @@ class AccountContext:
 
     account_id: str
     key_id: str | None = None
+    touch_due: bool = False  # the key's last_used_at is older than TOUCH_EVERY
 
 
 @dataclass(frozen=True)
@@ -119,16 +120,29 @@ async def revoke_key(session: AsyncSession, account_id: str, key_id: str, clock:
 
 
 async def authenticate(session: AsyncSession, token: str, clock: Clock) -> AccountContext | None:
-    """The account behind an API key, or None for an unknown or revoked key."""
+    """The account behind an API key, or None for an unknown or revoked key; notes when
+    the key was used (at most once a minute), in the same transaction."""
+    found = await identify(session, token, clock)
+    if found is not None and found.touch_due:
+        await touch(session, found, clock)
+    return found
+
+
+async def identify(session: AsyncSession, token: str, clock: Clock) -> AccountContext | None:
+    """Like :func:`authenticate` without writing: reads only. ``touch_due`` says that
+    :func:`touch` should note the use (in a write transaction of the caller's)."""
     if not token.startswith(KEY_PREFIX):
         return None
     key = await repo.find_key_by_hash(session, hash_token(token))
     if key is None or key.revoked_at is not None:
         return None
-    now = clock.now()
-    if key.last_used_at is None or now - key.last_used_at >= TOUCH_EVERY:
-        await repo.touch_key(session, key.id, now)
-    return AccountContext(account_id=key.account_id, key_id=key.id)
+    due = key.last_used_at is None or clock.now() - key.last_used_at >= TOUCH_EVERY
+    return AccountContext(account_id=key.account_id, key_id=key.id, touch_due=due)
+
+
+async def touch(session: AsyncSession, context: AccountContext, clock: Clock) -> None:
+    if context.key_id is not None:
+        await repo.touch_key(session, context.key_id, clock.now())
 
 
 async def initialise(

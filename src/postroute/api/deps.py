@@ -13,6 +13,7 @@ from postroute import errors
 from postroute.accounts import service as accounts
 from postroute.accounts.service import AccountContext
 from postroute.api.runtime import Runtime
+from postroute.db import begin_read
 
 _bearer = HTTPBearer(
     auto_error=False, description="An API key: `Authorization: Bearer pr_live_...`"
@@ -43,10 +44,14 @@ async def current_account(
 ) -> AccountContext:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise errors.Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    context = await accounts.authenticate(session, credentials.credentials, runtime.clock)
+    await begin_read(session)  # most requests only read the key: no write lock
+    context = await accounts.identify(session, credentials.credentials, runtime.clock)
+    await session.commit()
     if context is None:
         raise errors.Unauthorized("invalid or revoked API key")
-    await session.commit()  # keeps last_used_at, and ends the short auth transaction
+    if context.touch_due:  # at most once a minute per key, in its own write transaction
+        await accounts.touch(session, context, runtime.clock)
+        await session.commit()
     return context
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import IntegrityError
 
 from postroute.api.deps import AccountDep, RuntimeDep, SessionDep
+from postroute.db import begin_read
 from postroute.messages import service, views
 from postroute.messages.repository import MessageFilter
 from postroute.messages.schemas import (
@@ -44,11 +45,11 @@ async def _send(
     ttl = timedelta(hours=rt.settings.idempotency_hours)
     body_hash = service.request_hash(await request.body()) if key else ""
 
-    async def replay() -> JSONResponse | None:
+    async def replay(*, write: bool = True) -> JSONResponse | None:
         if not key:
             return None
         found = await service.idempotent_replay(
-            session, account.account_id, key, body_hash, rt.clock, ttl
+            session, account.account_id, key, body_hash, rt.clock, ttl, forget=write
         )
         if found is None:
             return None
@@ -57,7 +58,8 @@ async def _send(
 
     # Read first (a replay answers before the pools are checked again), then compose
     # outside any transaction: SQLite has one writer, and the write below is inserts only.
-    if (replayed := await replay()) is not None:
+    await begin_read(session)
+    if (replayed := await replay(write=False)) is not None:
         return replayed
     pools = await service.account_pools(session, account.account_id)
     await session.commit()

@@ -251,15 +251,24 @@ def request_hash(body: bytes) -> str:
 
 
 async def idempotent_replay(
-    session: AsyncSession, account_id: str, key: str, body_hash: str, clock: Clock, ttl: timedelta
+    session: AsyncSession,
+    account_id: str,
+    key: str,
+    body_hash: str,
+    clock: Clock,
+    ttl: timedelta,
+    *,
+    forget: bool = True,
 ) -> IdempotencyKey | None:
     """The stored reply for a retried request, None for a new one; a reused key with
-    another body is a conflict. Keys older than ``ttl`` are forgotten."""
+    another body is a conflict. Keys older than ``ttl`` are ignored, and deleted when
+    ``forget`` (a caller that only reads leaves that to its write transaction)."""
     found = await repo.get_idempotency(session, account_id, key)
     if found is None:
         return None
     if clock.now() - found.created_at > ttl:
-        await repo.delete_idempotency(session, account_id, key)
+        if forget:
+            await repo.delete_idempotency(session, account_id, key)
         return None
     if found.request_hash != body_hash:
         raise errors.DomainError(

@@ -112,8 +112,9 @@ def add_outcome(rows: Rows, fl: InFlight, policy: RetryPolicy, max_age_until: da
     if fl.route_note:  # routed otherwise than asked at delivery (pool deleted, inactive...)
         message["route_note"] = fl.route_note
     if isinstance(outcome, Sent):
-        message.update(status=events.SENT, relay_queue_id=outcome.queue_id)
-        rows.events.append(event_row(fl, events.SENT, now, {**base, "queue_id": outcome.queue_id}))
+        queue_id = outcome.queue_id
+        message.update(status=events.SENT, relay_queue_id=queue_id)
+        rows.events.append(event_row(fl, events.SENT, now, {**base, "queue_id": queue_id}))
         rows.finished.append(claimed.message_id)
     elif isinstance(outcome, Bounced):
         message.update(status=events.BOUNCED)

@@ -46,6 +46,34 @@ async def test_items_arriving_during_a_commit_share_the_next_one(runtime: Runtim
     assert isinstance(results[3], errors.ValidationFailed)
 
 
+async def test_items_arriving_while_it_waits_for_the_database_join_its_batch(
+    runtime: Runtime,
+) -> None:
+    """The batch is taken once the transaction has begun: on SQLite the process's one
+    connection (and the write lock) may be busy, and what arrives meanwhile joins."""
+    if runtime.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL begins at once: there is no wait to join")
+    batches: list[list[int]] = []
+
+    async def process(session: AsyncSession, items: Sequence[int]) -> list[Result]:
+        batches.append(list(items))
+        await session.execute(sa.text("SELECT 1"))
+        return [i * 10 for i in items]
+
+    committer: Committer[int, int] = Committer(lambda: runtime.sessions, process)
+    async with runtime.sessions() as busy:
+        await busy.connection()  # holds the connection: the committer waits for it
+        first = asyncio.create_task(committer.run(0, 100))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.create_task(committer.run(i, 100)) for i in range(1, 4)]
+        await asyncio.sleep(0)
+        await busy.rollback()
+    results = await asyncio.gather(first, *rest)
+    await committer.close()
+    assert batches == [[0, 1, 2, 3]]
+    assert results == [0, 10, 20, 30]
+
+
 async def test_a_failed_transaction_fails_its_whole_batch(runtime: Runtime) -> None:
     async def process(
         session: AsyncSession, items: Sequence[str]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import SMTP
 
 from postroute.kit.clock import FakeClock
 from postroute.messages.header_block import split
@@ -17,6 +18,7 @@ from postroute.messages.ingest import parse
 from postroute.smtp import replies
 from postroute.smtp.data import read_message
 from postroute.smtp.limits import SlidingWindow
+from postroute.smtp.protocol import _parse_path
 from postroute.smtp.tls import ensure_self_signed
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -67,6 +69,29 @@ async def test_read_message_over_the_limit_is_read_to_the_end_and_dropped() -> N
 async def test_read_message_raises_when_the_client_leaves() -> None:
     with pytest.raises(asyncio.IncompleteReadError):
         await read(b"half a message\r\n")
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "<shop@example.com>",
+        "<shop@example.com> SIZE=2048 BODY=8BITMIME",
+        "shop@example.com",
+        "<>",
+        "",
+        "<@relay.example:shop@example.com>",
+        '<"first last"@example.com>',
+        "<chloé@exemple.fr> SMTPUTF8",
+        "<shop@[127.0.0.1]>",
+        "<not an address>",
+        "<shop@example.com",
+        "@",
+    ],
+)
+async def test_mail_and_rcpt_paths_parse_as_stock_aiosmtpd(arg: str) -> None:
+    stock = SMTP(None, hostname="mx.postroute.test")  # its own _getaddr, per call
+    assert _parse_path(arg) == stock._getaddr(arg)
+    assert _parse_path(arg) == stock._getaddr(arg)  # the remembered answer too
 
 
 def test_rewrite_gives_aiosmtpd_replies_a_status() -> None:

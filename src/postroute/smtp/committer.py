@@ -4,7 +4,10 @@ being committed are stored together in the next one, in one set of bulk statemen
 Every session still gets its 250 only after the commit that holds its message. Alone,
 a message is stored at once (no waiting for company); under load the cost of a commit
 (an fsync, round trips, statements) is shared by the batch, and one process never has
-two write transactions of its own competing for SQLite's lock.
+two write transactions of its own competing for SQLite's lock. A batch is taken once
+its transaction has begun (on SQLite: holds the write lock), so the messages that
+arrive while another process (the worker) holds the lock are stored in that same
+transaction rather than in one more.
 """
 
 from __future__ import annotations
@@ -62,9 +65,7 @@ class Committer(Generic[I, R]):
 
     async def _drain(self) -> None:
         while self._queue:
-            batch = self._take()
-            if batch:
-                await self._commit(batch)
+            await self._commit()
 
     def _take(self) -> list[_Pending[I, R]]:
         batch: list[_Pending[I, R]] = []
@@ -78,12 +79,21 @@ class Committer(Generic[I, R]):
                 size += pending.size
         return batch
 
-    async def _commit(self, batch: list[_Pending[I, R]]) -> None:
+    async def _commit(self) -> None:
+        """One transaction. The batch is taken once the transaction holds its connection
+        (and, on SQLite, the write lock): messages that arrive while it waits for them
+        join this batch instead of waiting for the next one."""
+        batch: list[_Pending[I, R]] | None = None
+        results: Sequence[R | errors.DomainError] = ()
         try:
             async with transaction(self._sessions()) as session:
-                results = await self._process(session, [p.item for p in batch])
+                await session.connection()  # BEGIN (IMMEDIATE on SQLite): may wait
+                batch = self._take()
+                if batch:
+                    results = await self._process(session, [p.item for p in batch])
         except BaseException as exc:  # nothing of this batch is stored
-            for pending in batch:
+            # its batch; when it failed to begin, the messages it would have taken
+            for pending in self._take() if batch is None else batch:
                 if pending.future.done():
                     continue
                 if isinstance(exc, Exception):
@@ -93,7 +103,7 @@ class Committer(Generic[I, R]):
             if not isinstance(exc, Exception):
                 raise
             return
-        for pending, result in zip(batch, results, strict=True):
+        for pending, result in zip(batch or [], results, strict=True):
             if pending.future.done():
                 continue
             if isinstance(result, errors.DomainError):

@@ -26,6 +26,9 @@ log = logging.getLogger("postroute.smtp")
 
 # Messages at least this large are parsed in a worker thread, off the event loop.
 THREAD_AT = 256 * 1024
+# The replies of every MAIL and RCPT, formatted once.
+SENDER_OK = str(replies.S250_SENDER_OK)
+RECIPIENT_OK = str(replies.S250_RECIPIENT_OK)
 
 
 class Handler:
@@ -78,7 +81,7 @@ class Handler:
             return str(replies.S530_AUTH_REQUIRED)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        return str(replies.S250_SENDER_OK)
+        return SENDER_OK
 
     async def handle_RCPT(
         self,
@@ -96,7 +99,7 @@ class Handler:
             return str(replies.S553_BAD_RECIPIENT(reason=replies.clean(exc.message)))
         envelope.rcpt_tos.append(normalised)
         envelope.rcpt_options.extend(rcpt_options)
-        return str(replies.S250_RECIPIENT_OK)
+        return RECIPIENT_OK
 
     async def handle_DATA(
         self, server: SubmissionSMTP, session: Session, envelope: Envelope

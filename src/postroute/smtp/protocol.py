@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session, syntax
@@ -154,6 +157,17 @@ class SubmissionSMTP(SMTP):
         self.account = account
         return AuthResult(success=True, auth_data=account)
 
+    # -- MAIL and RCPT ---------------------------------------------------------------------
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's parse of a MAIL/RCPT path (the email package's parser), without
+        the class it defines on every call, and remembered per argument string."""
+        address, rest = _parse_path(arg)
+        limit = self.local_part_limit
+        if address and limit and len(address.rpartition("@")[0]) > limit:
+            return None, None
+        return address, rest
+
     # -- EHLO and DATA ---------------------------------------------------------------------
 
     def ehlo_lines(self) -> list[str]:
@@ -207,6 +221,22 @@ class _QuietSession(Session):
     @login_data.setter
     def login_data(self, value: Any) -> None:
         self._login_data = value
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_path(arg: str) -> tuple[str | None, str | None]:
+    """(address, parameters) of a MAIL/RCPT argument, as ``SMTP._getaddr`` reads it;
+    (None, None) when it does not parse."""
+    if not arg:
+        return "", ""
+    try:
+        if arg.lstrip().startswith("<"):
+            angle, rest = get_angle_addr(arg)
+            return angle.addr_spec, rest
+        spec, rest = get_addr_spec(arg)
+        return spec.addr_spec, rest
+    except HeaderParseError:
+        return None, None
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

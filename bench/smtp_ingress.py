@@ -3,6 +3,7 @@
     .venv/bin/python bench/smtp_ingress.py --persist --count 10000 --size 2048 --runs 3
         [--split] [--with-postfix] [--max-connections 8] [--env POSTROUTE_X=V]
         [--profile DIR [--profile-gil]] [--print-only]
+    .venv/bin/python bench/smtp_ingress.py --smtp-only --persist --count 10000 --runs 3
 
 Prepares a fresh Postroute data dir (SQLite): ``postroute init --json``, an IP credential
 for 127.0.0.1/32 (smtp-source submits without AUTH or TLS, as from an application server
@@ -14,7 +15,14 @@ starts ``smtp-sink -c`` on SINK_PORT, starts Postroute (``postroute serve``, or 
 ``--persist``) to the STARTTLS listener, and times the last 250 (accepted/s) and the
 sink's count reaching N (delivered/s). ``--with-postfix`` first measures Postfix
 (``smtp_anchor.sh postfix``, the same options) in the same session. A table of the medians
-ends the output. ``--print-only`` prints the environment and the anchor command instead.
+ends the output, then the CPU time of each Postroute process per measured message
+(``smtp``, ``worker``, ``serve``: from the end of the warm-up to the last delivery).
+``--print-only`` prints the environment and the anchor command instead.
+
+``--smtp-only`` measures the SMTP process alone, without the anchor: ``postroute smtp``
+and no worker (messages stay queued), smtp-source as above, so the process is
+saturated and nothing else writes to SQLite. It prints per run accepted/s, the
+process's CPU ms per message and its CPU % of one core (``--profile`` works too).
 
 smtp-source sends no Subject unless asked, and Postroute refuses a message without one, so
 the load command is the anchor's own smtp-source command plus ``-S``. Postroute's
@@ -29,6 +37,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -42,7 +51,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _postroute import POSTROUTE, STARTUP_TIMEOUT, postroute_env
-from _proc import LOOPBACK, Child, free_port
+from _proc import CLK_TCK, LOOPBACK, Child, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHOR = ROOT.parent / "shared" / "bench" / "smtp_anchor.sh"
@@ -151,8 +160,8 @@ def postroute_pids(root: int) -> dict[str, int]:
         with contextlib.suppress(OSError):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             parts = [a.decode() for a in argv if a in (b"serve", b"smtp", b"worker")]
-            if parts and any(a.endswith(b"/postroute") for a in argv):
-                found[parts[0]] = pid
+            if parts and any(a.endswith(b"/postroute") or a == b"postroute" for a in argv):
+                found[parts[0] if parts[0] not in found else f"{parts[0]}-{pid}"] = pid
     return found
 
 
@@ -161,35 +170,72 @@ def sink_count(path: Path) -> int:
         tail = path.read_bytes()[-400:].decode("ascii", "replace")
     except OSError:
         return 0
-    found = [int(x) for x in tail.split("mesg=")[1:] if x.split()[0].isdigit()]
-    return found[-1] if found else 0
+    found = re.findall(r"mesg=(\d+)", tail)  # smtp-sink -c separates counts with \r
+    return int(found[-1]) if found else 0
 
 
-class Profiler:
-    """py-spy on each Postroute process from the end of the warm-up to the last delivery."""
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of ``pid`` (its threads included), in clock ticks."""
+    with contextlib.suppress(OSError):
+        data = Path(f"/proc/{pid}/stat").read_text()
+        fields = data[data.rfind(")") + 2 :].split()
+        return int(fields[11]) + int(fields[12])
+    return 0
+
+
+class Watcher:
+    """Per Postroute process, from the end of the warm-up to the last delivery: its CPU
+    time (ms per measured message), and py-spy when ``--profile`` is given."""
 
     def __init__(self, args: argparse.Namespace, logdir: Path) -> None:
         self.args, self.sink_out = args, logdir / f"sink-{args.sink_port}.out"
         self.children: list[Child] = []
-        self.done = False
+        self.pids: dict[str, int] = {}
+        self.ticks: dict[str, int] = {}
+        self.latest: dict[str, int] = {}
+        self.started = self.done = False
+        self.report = ""
 
     def poll(self, anchor: subprocess.Popen[bytes]) -> None:
         args = self.args
-        if not args.profile or self.done:
+        if self.done:
             return
         count = sink_count(self.sink_out)
-        if not self.children and count >= args.warmup:
-            spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-            outdir = Path(args.profile)
-            outdir.mkdir(parents=True, exist_ok=True)
-            for part, pid in postroute_pids(anchor.pid).items():
-                out = outdir / f"{args.name}-{part}.collapsed"
-                cmd = [spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw"]
-                cmd += ["--output", str(out), "--nonblocking"]
-                cmd += ["--gil"] if args.profile_gil else []
-                self.children.append(Child(f"py-spy-{part}", cmd, outdir / f"{out.name}.log"))
-        elif self.children and count >= args.warmup + args.runs * args.count:
-            self.stop()
+        if not self.started and count >= args.warmup:
+            self.started = True
+            self.pids = postroute_pids(anchor.pid)
+            self.ticks = {part: cpu_ticks(pid) for part, pid in self.pids.items()}
+            self.latest = dict(self.ticks)
+            if args.profile:
+                self._spy()
+        elif self.started:
+            # the last reading before the anchor stops Postroute (it does at the last count)
+            for part, pid in self.pids.items():
+                self.latest[part] = max(self.latest[part], cpu_ticks(pid))
+            if count >= args.warmup + args.runs * args.count:
+                self.finish()
+
+    def finish(self) -> None:
+        if self.started and not self.done:
+            n = self.args.runs * self.args.count
+            per = {part: (self.latest[part] - self.ticks[part]) * 1000 / CLK_TCK / n
+                   for part in self.pids}  # fmt: skip
+            figures = ", ".join(f"{part} {ms:.2f}" for part, ms in sorted(per.items()))
+            self.report = f"# CPU ms/msg per process over {n} messages: {figures}"
+            print(self.report, flush=True)
+        self.stop()
+
+    def _spy(self) -> None:
+        args = self.args
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        outdir = Path(args.profile)
+        outdir.mkdir(parents=True, exist_ok=True)
+        for part, pid in self.pids.items():
+            out = outdir / f"{args.name}-{part}.collapsed"
+            cmd = [spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw"]
+            cmd += ["--output", str(out), "--nonblocking"]
+            cmd += ["--gil"] if args.profile_gil else []
+            self.children.append(Child(f"py-spy-{part}", cmd, outdir / f"{out.name}.log"))
 
     def stop(self) -> None:
         self.done = True
@@ -202,21 +248,65 @@ class Profiler:
             c.stop()
 
 
+# -- the SMTP process alone ----------------------------------------------------------------
+
+
+def run_smtp_only(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> int:
+    """``postroute smtp`` alone, saturated by smtp-source; CPU per accepted message."""
+    smtp = Child("smtp", [str(POSTROUTE), "smtp"], workdir / "smtp.log", env, workdir)
+    spies: list[Child] = []
+    try:
+        if not wait_port(args.port, STARTUP_TIMEOUT, smtp.proc):
+            raise SystemExit(f"postroute smtp did not listen:\n{smtp.tail()}")
+        source = load_cmd(args).replace("{host}:{port}", f"{LOOPBACK}:{args.port}")
+
+        def send(count: int) -> int:
+            cmd = source.format(sessions=args.sessions, count=count, size=args.size)
+            return subprocess.run(cmd, shell=True, env=env, check=False,
+                                  stdout=subprocess.DEVNULL).returncode  # fmt: skip
+
+        rc = send(args.warmup)
+        if args.profile:
+            watcher = Watcher(args, workdir)
+            watcher.pids = {"smtp": smtp.pid}
+            watcher._spy()
+            spies = watcher.children
+        for run in range(1, args.runs + 1):
+            ticks, start = cpu_ticks(smtp.pid), time.perf_counter()
+            rc |= send(args.count)
+            wall, cpu = time.perf_counter() - start, (cpu_ticks(smtp.pid) - ticks) / CLK_TCK
+            failed = f", smtp-source exited with {rc}" if rc else ""
+            print(f"smtp-only run {run}: {args.count / wall:.0f} msg/s accepted, CPU "
+                  f"{1000 * cpu / args.count:.3f} ms/msg, {100 * cpu / wall:.0f}% of a core"
+                  f"{failed}", flush=True)  # fmt: skip
+        return rc
+    finally:
+        for spy in spies:
+            if spy.alive():
+                os.kill(spy.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.proc.wait(60)
+            spy.stop()
+        smtp.stop()
+
+
 # -- running the anchor ----------------------------------------------------------------------
 
 
 def run_anchor(args: argparse.Namespace, argv: list[str], env: dict[str, str],
                logdir: Path) -> int:  # fmt: skip
     print("$ " + " ".join(shlex.quote(a) for a in argv), flush=True)
-    profiler = Profiler(args, logdir)
+    watcher = Watcher(args, logdir)
     anchor = subprocess.Popen(argv, env=env, start_new_session=True)
     try:
         while anchor.poll() is None:
             if "project" in argv:
-                profiler.poll(anchor)
-            time.sleep(0.2)
+                watcher.poll(anchor)
+            time.sleep(0.02 if watcher.started else 0.2)
     finally:
-        profiler.stop()
+        watcher.finish()
+        if watcher.report:
+            args.cpu_reports.append(watcher.report)
         if anchor.poll() is None:  # interrupted: the anchor stops what it started on SIGTERM
             with contextlib.suppress(ProcessLookupError):
                 os.kill(anchor.pid, signal.SIGTERM)
@@ -267,6 +357,7 @@ def parse_args() -> argparse.Namespace:
     add("--warmup", type=int, default=500)
     add("--timeout", type=float, default=300.0, help="bound in seconds per run")
     add("--split", action="store_true", help="`postroute smtp` + `postroute worker`")
+    add("--smtp-only", action="store_true", help="`postroute smtp` alone, no anchor or worker")
     add("--with-postfix", action="store_true", help="measure Postfix first, same options")
     add("--max-connections", type=int, default=8, help="the pool's max_connections")
     add("--sink-port", type=int, default=int(os.environ.get("SINK_PORT", 2526)))
@@ -293,7 +384,8 @@ def parse_args() -> argparse.Namespace:
     if not shutil.which("smtp-source") and not Path("/usr/sbin/smtp-source").exists():
         ap.error(f"smtp-source not found: run `{args.anchor} setup` (root)")
     args.port = args.port or free_port()
-    args.name = "split" if args.split else "serve"
+    args.cpu_reports = []
+    args.name = "smtp-only" if args.smtp_only else "split" if args.split else "serve"
     args.label = args.label or f"postroute-{args.name}"
     args.label += f" [smtp-source -s{args.sessions} {'-d' if args.persist else 'conn/msg'}]"
     return args
@@ -322,6 +414,11 @@ def main() -> None:
             print("  " + " ".join(shlex.quote(a) for a in project))
             args.keep = True
             return
+        if args.smtp_only:
+            wait_idle(args.wait_idle)
+            if run_smtp_only(args, env, workdir):
+                args.keep = True
+            return
         rc = 0
         if args.with_postfix:
             wait_idle(args.wait_idle)
@@ -329,6 +426,7 @@ def main() -> None:
         wait_idle(args.wait_idle)
         rc |= run_anchor(args, project, env, logdir)
         print(table(out, since), flush=True)
+        print("\n".join(args.cpu_reports), flush=True)
         if rc:
             print(f"# the anchor exited with {rc}; logs in {logdir}", flush=True)
             args.keep = True

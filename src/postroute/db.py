@@ -58,7 +58,10 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: each commit is fsync'd, so a 202 or a 250 survives a power cut, not only a
+        # crash of the process (WAL + NORMAL may lose the last commits). About 0.13 ms
+        # per commit on this project's machines, shared by a whole batch or group commit.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()

@@ -1,14 +1,16 @@
-"""Transactions: a read started with ``begin_read`` does not wait for a writer."""
+"""Transactions: reads do not wait for a writer; writers wait for each other."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 import sqlalchemy as sa
 
 from postroute.api.runtime import Runtime
 from postroute.db import begin_read, create_engine, session_factory, transaction
 from postroute.models import Account
+from tests.conftest import BACKEND
 
 
 async def test_a_read_does_not_wait_for_another_process_holding_the_write_lock(
@@ -36,3 +38,31 @@ async def test_the_next_transaction_is_a_normal_one_again(runtime: Runtime) -> N
         assert conn.sync_connection is not None
         assert not conn.sync_connection.get_execution_options().get("postroute_read_only")
         await session.rollback()
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's one write lock")
+async def test_a_writer_waits_for_another_process_holding_the_write_lock(
+    runtime: Runtime,
+) -> None:
+    other = create_engine(runtime.settings.db_url)  # another connection, as another process
+    order: list[str] = []
+    held = asyncio.Event()
+
+    async def hold_the_lock() -> None:
+        async with transaction(session_factory(other)) as writer:
+            await writer.execute(sa.select(Account.id))  # BEGIN IMMEDIATE: lock taken
+            held.set()
+            await asyncio.sleep(0.3)
+            order.append("first committed")
+
+    async def write_too() -> None:
+        await held.wait()
+        async with transaction(runtime.sessions) as session:  # retried until free
+            await session.execute(sa.select(Account.id))
+            order.append("second began")
+
+    try:
+        await asyncio.gather(hold_the_lock(), write_too())
+    finally:
+        await other.dispose()
+    assert order == ["first committed", "second began"]

@@ -7,6 +7,7 @@ import base64
 from datetime import timedelta
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from postroute.api.runtime import Runtime
@@ -297,3 +298,27 @@ async def test_utf8_address_bounces_when_relay_lacks_smtputf8(
     assert detail["status"] == "bounced"
     assert "SMTPUTF8" in detail["last_reply"]
     assert relay.messages == []
+
+
+async def test_a_claim_that_fails_after_leasing_gives_the_messages_back_at_once(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    worker: Worker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await add_pool(client, tenant, relay.port)
+    (sent,) = (await send(client, tenant))["messages"]
+    refresh = worker.directory.refresh
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("reading the pools failed")
+
+    monkeypatch.setattr(worker.directory, "refresh", broken)
+    with pytest.raises(RuntimeError):
+        await worker.drain()
+    monkeypatch.setattr(worker.directory, "refresh", refresh)
+
+    await worker.drain()  # no lease to wait out: the same clock, sent now
+    relay.wait_for(1)
+    assert (await message(client, tenant, sent["id"]))["status"] == "sent"

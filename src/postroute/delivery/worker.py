@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute.api.runtime import Runtime
-from postroute.db import transaction
+from postroute.db import begin_read, transaction
 from postroute.delivery import recorder
 from postroute.delivery import repository as repo
 from postroute.delivery.dispatch import Budget, Hold, InFlight, Take, pick
@@ -141,50 +141,92 @@ class Worker:
     # -- claiming and deciding -------------------------------------------------------------
 
     async def _claim_and_dispatch(self) -> int:
+        """Lease due rows (the only step that always takes SQLite's write lock), read what
+        to send without the lock, decide per message; write only when there is something
+        to write (daily-limit slots, messages that must wait, probes)."""
         now = self.rt.clock.now()
         limit = max(self.capacity - len(self._inflight), 0)
         if limit == 0:
             return 0
-        takes: list[tuple[InFlight, Take]] = []
-        holds = recorder.Rows()
         async with transaction(self.rt.sessions) as session:
             claimed = await repo.claim(session, self.owner, now, self.lease, limit)
             if not claimed:
                 await self._prober.start_due(session, now)
                 return 0
-            ids = [c.message_id for c in claimed]
-            envelopes = await repo.load_envelopes(session, ids)
-            contents = await repo.load_contents(session, {e.content_id for e in envelopes.values()})
-            await self.directory.refresh(session, {c.account_id for c in claimed})
-            for pool in self.directory.by_id.values():
-                self.health.sync(
-                    pool.id, pool.health_state, pool.consecutive_failures, pool.down_until, now
-                )
-            limited = [p for p in self.directory.by_id.values() if p.daily_limit is not None]
-            used = await pools_repo.lock_usage(session, [p.id for p in limited], now.date())
-            budget = Budget({p.id: (p.daily_limit or 0) - used.get(p.id, 0) for p in limited})
-            backlog = {pid: (s.backlog, self._rate(pid)) for pid, s in self._senders.items()}
-            for item in claimed:
-                envelope = envelopes[item.message_id]
-                route, pools = self.directory.candidates(item.account_id, item.pool_id)
-                fl = InFlight(item, envelope, contents[envelope.content_id], [p.id for p in pools])
-                fl.route_note = route.note if route else None
-                decision = pick(pools, self.health, budget, backlog, now)
-                if isinstance(decision, Take):
-                    takes.append((fl, decision))
-                    queued, rate = backlog.get(decision.pool_id, (0, None))
-                    backlog[decision.pool_id] = (queued + 1, rate)
-                else:
-                    recorder.add_hold(holds, fl, decision, now, item.created_at + self.max_age)
-            await _write_budget(session, budget, now)
-            await recorder.write(
-                session, self.owner, holds, [h["id"] for h in holds.messages], self.health
-            )
-            await self._prober.start_due(session, now)
+        try:
+            takes = await self._dispatch(claimed, now)
+        except Exception:  # give the leases back at once rather than at their expiry
+            with contextlib.suppress(Exception):
+                await self._release([c.message_id for c in claimed])
+            raise
         for fl, take in takes:
             self._inflight[fl.claimed.message_id] = fl
             self._submit(fl, take.pool_id, take.reserved)
         return len(claimed)
+
+    async def _dispatch(
+        self, claimed: list[repo.Claimed], now: datetime
+    ) -> list[tuple[InFlight, Take]]:
+        """Read what the leased messages need, decide, write what must be written."""
+        async with transaction(self.rt.sessions) as session:  # leased rows: only reads
+            await begin_read(session)
+            ids = [c.message_id for c in claimed]
+            envelopes = await repo.load_envelopes(session, ids)
+            contents = await repo.load_contents(session, {e.content_id for e in envelopes.values()})
+            await self.directory.refresh(session, {c.account_id for c in claimed})
+        for pool in self.directory.by_id.values():
+            self.health.sync(
+                pool.id, pool.health_state, pool.consecutive_failures, pool.down_until, now
+            )
+        limited = [p for p in self.directory.by_id.values() if p.daily_limit is not None]
+        if limited:  # slots are reserved under the lock, so they are exact across workers
+            async with transaction(self.rt.sessions) as session:
+                used = await pools_repo.lock_usage(session, [p.id for p in limited], now.date())
+                budget = Budget({p.id: (p.daily_limit or 0) - used.get(p.id, 0) for p in limited})
+                takes, holds = self._decide(claimed, envelopes, contents, budget, now)
+                await self._write_decisions(session, budget, holds, now)
+        else:
+            budget = Budget({})
+            takes, holds = self._decide(claimed, envelopes, contents, budget, now)
+            if holds.messages:
+                async with transaction(self.rt.sessions) as session:
+                    await self._write_decisions(session, budget, holds, now)
+        return takes
+
+    def _decide(
+        self,
+        claimed: list[repo.Claimed],
+        envelopes: dict[str, repo.Envelope],
+        contents: dict[str, bytes],
+        budget: Budget,
+        now: datetime,
+    ) -> tuple[list[tuple[InFlight, Take]], recorder.Rows]:
+        """Per message: the pool that takes it now, or why and until when it waits."""
+        takes: list[tuple[InFlight, Take]] = []
+        holds = recorder.Rows()
+        backlog = {pid: (s.backlog, self._rate(pid)) for pid, s in self._senders.items()}
+        for item in claimed:
+            envelope = envelopes[item.message_id]
+            route, pools = self.directory.candidates(item.account_id, item.pool_id)
+            fl = InFlight(item, envelope, contents[envelope.content_id], [p.id for p in pools])
+            fl.route_note = route.note if route else None
+            decision = pick(pools, self.health, budget, backlog, now)
+            if isinstance(decision, Take):
+                takes.append((fl, decision))
+                queued, rate = backlog.get(decision.pool_id, (0, None))
+                backlog[decision.pool_id] = (queued + 1, rate)
+            else:
+                recorder.add_hold(holds, fl, decision, now, item.created_at + self.max_age)
+        return takes, holds
+
+    async def _write_decisions(
+        self, session: AsyncSession, budget: Budget, holds: recorder.Rows, now: datetime
+    ) -> None:
+        await _write_budget(session, budget, now)
+        await recorder.write(
+            session, self.owner, holds, [h["id"] for h in holds.messages], self.health
+        )
+        await self._prober.start_due(session, now)  # a held message may wait for a probe
 
     def _submit(self, fl: InFlight, pool_id: str, reserved: bool) -> None:
         data = prepared_mime(fl.envelope, fl.content, pool_id)

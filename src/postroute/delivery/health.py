@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 MIN_RATE = 0.1  # messages per second: never throttle a pool to nothing
+REWRITE_EVERY = timedelta(seconds=10)  # an unchanged health is written at most this often
 
 
 @dataclass
@@ -35,9 +36,24 @@ class HealthBook:
     cooldown: timedelta
     recovery: timedelta = timedelta(seconds=30)
     pools: dict[str, PoolHealth] = field(default_factory=dict)
+    _written: dict[str, tuple[tuple[object, ...], datetime]] = field(default_factory=dict)
 
     def get(self, pool_id: str) -> PoolHealth:
         return self.pools.setdefault(pool_id, PoolHealth())
+
+    def needs_write(self, pool_id: str, now: datetime) -> bool:
+        """Whether the pool's row should be written: the health changed since this book
+        last wrote it, or ``REWRITE_EVERY`` passed (``health.last_checked_at``). Saves a
+        locked read and an UPDATE per batch of outcomes while nothing changes."""
+        last = self._written.get(pool_id)
+        return last is None or last[0] != self._snapshot(pool_id) or now - last[1] >= REWRITE_EVERY
+
+    def written(self, pool_id: str, now: datetime) -> None:
+        self._written[pool_id] = (self._snapshot(pool_id), now)
+
+    def _snapshot(self, pool_id: str) -> tuple[object, ...]:
+        h = self.get(pool_id)
+        return (h.failures, h.down, h.down_until, h.last_error, h.effective_rate)
 
     def sync(
         self, pool_id: str, state: str, failures: int, down_until: datetime | None, now: datetime

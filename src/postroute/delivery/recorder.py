@@ -193,7 +193,9 @@ async def write(
                 session, pool_id, day.date(), sent=keep.sent[pool_id] - keep.refunds[pool_id]
             )
     for pool_id, when in rows.touched.items():
-        await _write_health(session, pool_id, book, when, pool_id in rows.succeeded)
+        if book.needs_write(pool_id, when):
+            await _write_health(session, pool_id, book, when, pool_id in rows.succeeded)
+            book.written(pool_id, when)
 
 
 def _only(rows: Rows, owned: set[str]) -> Rows:

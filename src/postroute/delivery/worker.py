@@ -94,10 +94,14 @@ class Worker:
             while not self._stopping:
                 claimed = 0
                 if self._room():
+                    limit = self.capacity - len(self._inflight)
                     try:
                         claimed = await self._claim_and_dispatch()
                     except Exception:
                         log.exception("claiming failed; retrying")
+                    if 0 < claimed < limit:  # a trickle: let more become due first (fewer,
+                        # larger claims and writes; SQLite has one writer)
+                        await asyncio.sleep(self._record_delay)
                 if self._stopping:  # stop() came during the claim: its wake-up is spent
                     break
                 if claimed == 0 or not self._room():

@@ -112,7 +112,8 @@ class PoolSender:
             return self._queue.get_nowait()
         self._idle += 1
         try:
-            return await asyncio.wait_for(self._queue.get(), self._deps.idle_seconds)
+            async with asyncio.timeout(self._deps.idle_seconds):  # no wrapper task, as
+                return await self._queue.get()  # wait_for makes one in 3.11
         except TimeoutError:
             return None
         finally:

@@ -87,6 +87,8 @@ async def serve_forever(settings: Settings, parts: Parts) -> None:
     await stop.wait()
     watcher.cancel()
     log.info("stopping")
+    if child is not None:
+        child.stopping()
     if smtp is not None:  # first: no new mail while the rest stops
         await smtp.stop()
     if server is not None:

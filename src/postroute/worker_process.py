@@ -59,6 +59,10 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 self._child.send_signal(signal.SIGUSR1)
 
+    def stopping(self) -> None:
+        """Shutdown has begun: a child that exits now is not restarted."""
+        self._stopping = True
+
     async def stop(self) -> None:
         self._stopping = True
         child = self._child
@@ -79,7 +83,11 @@ class WorkerProcess:
 
     def _spawn(self) -> None:
         env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
-        self._child = subprocess.Popen([sys.executable, "-m", "postroute", "worker"], env=env)
+        # Its own session: a Ctrl-C in the terminal reaches serve only, which stops the
+        # child in order (after the listeners); serve gone, the child stops by itself.
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "postroute", "worker"], env=env, start_new_session=True
+        )
         log.info("delivery worker process %s started", self._child.pid)
 
     async def _supervise(self) -> None:

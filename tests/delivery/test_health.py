@@ -23,5 +23,6 @@ def test_a_change_is_written_at_once() -> None:
     book.failure("p", "smtp_connection_error", T0)
     assert book.needs_write("p", T0 + timedelta(seconds=1))
     book.written("p", T0 + timedelta(seconds=1))
+    assert book.needs_write("p", T0 + timedelta(seconds=1))  # not healthy: every batch
     book.success("p", T0 + timedelta(seconds=2))
     assert book.needs_write("p", T0 + timedelta(seconds=2))

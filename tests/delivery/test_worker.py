@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from postroute.db import transaction
 from postroute.delivery import repository as queue
 from postroute.delivery.worker import Worker
 from postroute.kit.clock import FakeClock
-from postroute.models import Delivery
+from postroute.models import Delivery, SmtpPool
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool, message, send
 from tests.support.fixtures import RelayFactory
@@ -322,3 +323,64 @@ async def test_a_claim_that_fails_after_leasing_gives_the_messages_back_at_once(
     await worker.drain()  # no lease to wait out: the same clock, sent now
     relay.wait_for(1)
     assert (await message(client, tenant, sent["id"]))["status"] == "sent"
+
+
+async def test_a_stop_during_a_claim_hands_the_claimed_messages_back_unsent(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    runtime: Runtime,
+    worker: Worker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await add_pool(client, tenant, relay.port)
+    (sent,) = (await send(client, tenant))["messages"]
+    entered, go = asyncio.Event(), asyncio.Event()
+    refresh = worker.directory.refresh
+
+    async def slow(*args: Any, **kwargs: Any) -> None:
+        entered.set()
+        await go.wait()
+        await refresh(*args, **kwargs)
+
+    monkeypatch.setattr(worker.directory, "refresh", slow)
+    run = asyncio.create_task(worker.run())
+    await asyncio.wait_for(entered.wait(), 5)  # rows leased, dispatch under way
+    await worker.stop(1)
+    go.set()
+    await asyncio.wait_for(run, 5)
+
+    async with runtime.sessions() as session:
+        rows = (await session.execute(sa.select(Delivery.state, Delivery.lease_owner))).all()
+    assert [tuple(r) for r in rows] == [("queued", None)]
+    assert relay.messages == []
+    other = Worker(runtime, owner="next-worker")
+    try:
+        await other.drain()
+    finally:
+        await other.close()
+    relay.wait_for(1)
+    assert (await message(client, tenant, sent["id"]))["status"] == "sent"
+
+
+async def test_a_down_pool_is_probed_while_other_pools_keep_the_worker_busy(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    runtime: Runtime,
+    worker: Worker,
+) -> None:
+    down = await add_pool(client, tenant, relay.port, name="down", priority=2)
+    await add_pool(client, tenant, relay.port, name="busy", priority=1, is_default=True)
+    past = runtime.clock.now() - timedelta(minutes=5)
+    async with transaction(runtime.sessions) as session:
+        await session.execute(
+            sa.update(SmtpPool)
+            .where(SmtpPool.id == down["id"])
+            .values(health_state="down", down_until=past, consecutive_failures=5)
+        )
+    await send(client, tenant, pool="busy")
+    assert await worker._claim_and_dispatch() == 1  # a claim that found work
+    await worker._prober.wait()
+    pool = (await client.get(f"/v1/smtp-pools/{down['id']}", headers=tenant.headers)).json()
+    assert pool["health"]["state"] == "healthy"  # probed (the relay answers) and closed

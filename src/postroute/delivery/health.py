@@ -42,9 +42,16 @@ class HealthBook:
         return self.pools.setdefault(pool_id, PoolHealth())
 
     def needs_write(self, pool_id: str, now: datetime) -> bool:
-        """Whether the pool's row should be written: the health changed since this book
-        last wrote it, or ``REWRITE_EVERY`` passed (``health.last_checked_at``). Saves a
-        locked read and an UPDATE per batch of outcomes while nothing changes."""
+        """Whether the pool's row should be written: always while the pool is not plainly
+        healthy (failures, down, slowed down); a healthy one when that changed since this
+        book last wrote it, or after ``REWRITE_EVERY`` (``health.last_checked_at``). Saves
+        a locked read and an UPDATE per batch of outcomes while all is well. (A circuit
+        another worker opened meanwhile is then not closed by this worker's next success
+        for up to ``REWRITE_EVERY``; by then its claims have read that the pool is down,
+        and a probe closes it.)"""
+        h = self.get(pool_id)
+        if h.failures or h.down or h.effective_rate is not None:
+            return True  # anything but plain health: every time, as it comes
         last = self._written.get(pool_id)
         return last is None or last[0] != self._snapshot(pool_id) or now - last[1] >= REWRITE_EVERY
 

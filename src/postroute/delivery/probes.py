@@ -25,18 +25,29 @@ class Prober:
         self._rt, self._directory, self._health = runtime, directory, health
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    async def start_due(self, session: AsyncSession, now: datetime) -> None:
-        """Claim (in the caller's transaction) and start the probes that are due."""
-        for pool in list(self._directory.by_id.values()):
-            h = self._health.get(pool.id)
-            if not h.down or pool.id in self._tasks:
+    def due(self, now: datetime) -> bool:
+        """Whether a probe is due (no database work: from the health book)."""
+        return bool(self._due(now))
+
+    def _due(self, now: datetime) -> list[str]:
+        due = []
+        for pool_id in list(self._directory.by_id):
+            h = self._health.get(pool_id)
+            if not h.down or pool_id in self._tasks:
                 continue
             if h.down_until is not None and h.down_until > now:
                 continue
-            if await pools_repo.claim_probe(session, pool.id, now, now + self._health.cooldown):
+            due.append(pool_id)
+        return due
+
+    async def start_due(self, session: AsyncSession, now: datetime) -> None:
+        """Claim (in the caller's transaction) and start the probes that are due."""
+        for pool_id in self._due(now):
+            h = self._health.get(pool_id)
+            if await pools_repo.claim_probe(session, pool_id, now, now + self._health.cooldown):
                 h.down_until = now + self._health.cooldown
-                task = asyncio.create_task(self._probe(pool.id), name=f"probe-{pool.id}")
-                self._tasks[pool.id] = task
+                task = asyncio.create_task(self._probe(pool_id), name=f"probe-{pool_id}")
+                self._tasks[pool_id] = task
                 task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[None]) -> None:

@@ -177,8 +177,9 @@ def add_hold(rows: Rows, fl: InFlight, hold: Hold, now: datetime, max_age_until:
 
 async def write(
     session: AsyncSession, owner: str, rows: Rows, ids_: Sequence[str], book: HealthBook
-) -> None:
-    """Write ``rows`` for the messages in ``ids_`` that this worker still leases."""
+) -> list[tuple[str, datetime]]:
+    """Write ``rows`` for the messages in ``ids_`` that this worker still leases. Returns
+    the pools whose health row was written (for ``HealthBook.written`` after the commit)."""
     owned = await repo.still_leased(session, owner, list(ids_))
     keep = _only(rows, owned)
     await repo.add_attempts(session, keep.attempts)
@@ -192,10 +193,13 @@ async def write(
             await pools_repo.add_usage(
                 session, pool_id, day.date(), sent=keep.sent[pool_id] - keep.refunds[pool_id]
             )
+    written = []
     for pool_id, when in rows.touched.items():
-        if book.needs_write(pool_id, when):
-            await _write_health(session, pool_id, book, when, pool_id in rows.succeeded)
-            book.written(pool_id, when)
+        if book.needs_write(pool_id, when) and await _write_health(
+            session, pool_id, book, when, pool_id in rows.succeeded
+        ):
+            written.append((pool_id, when))
+    return written
 
 
 def _only(rows: Rows, owned: set[str]) -> Rows:
@@ -217,13 +221,13 @@ def _only(rows: Rows, owned: set[str]) -> Rows:
 
 async def _write_health(
     session: AsyncSession, pool_id: str, book: HealthBook, now: datetime, succeeded: bool
-) -> None:
+) -> bool:
     pool = await pools_repo.get_pool_for_update(session, pool_id)
     if pool is None:
-        return
+        return False
     h = book.get(pool_id)
     if pool.health_state == "down" and not h.down and not succeeded:
-        return  # another worker opened the circuit; only a success or a probe closes it
+        return False  # another worker opened the circuit; only a success or a probe closes it
     pool.consecutive_failures = h.failures
     pool.effective_rate = h.effective_rate
     pool.health_last_checked_at = now
@@ -236,3 +240,4 @@ async def _write_health(
         pool.health_state, pool.down_until = "degraded", None
     else:
         pool.health_state, pool.down_until = "healthy", None
+    return True

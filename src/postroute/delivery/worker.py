@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import socket
+from collections import Counter
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -93,6 +94,7 @@ class Worker:
         try:
             while not self._stopping:
                 claimed = 0
+                self._wake.clear()  # before the claim: a wake-up during it is not lost
                 if self._room():
                     limit = self.capacity - len(self._inflight)
                     try:
@@ -105,7 +107,6 @@ class Worker:
                 if self._stopping:  # stop() came during the claim: its wake-up is spent
                     break
                 if claimed == 0 or not self._room():
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll)
         finally:
@@ -147,7 +148,7 @@ class Worker:
     async def _claim_and_dispatch(self) -> int:
         """Lease due rows (the only step that always takes SQLite's write lock), read what
         to send without the lock, decide per message; write only when there is something
-        to write (daily-limit slots, messages that must wait, probes)."""
+        to write (daily-limit slots, messages that must wait)."""
         now = self.rt.clock.now()
         limit = max(self.capacity - len(self._inflight), 0)
         if limit == 0:
@@ -163,6 +164,9 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._release([c.message_id for c in claimed])
             raise
+        if self._stopping:  # stop() ran meanwhile: hand these back instead of sending
+            await self._give_back(takes, now)
+            return 0
         for fl, take in takes:
             self._inflight[fl.claimed.message_id] = fl
             self._submit(fl, take.pool_id, take.reserved)
@@ -195,6 +199,9 @@ class Worker:
             if holds.messages:
                 async with transaction(self.rt.sessions) as session:
                     await self._write_decisions(session, budget, holds, now)
+        if self._prober.due(now):  # a down pool is probed even while others are busy
+            async with transaction(self.rt.sessions) as session:
+                await self._prober.start_due(session, now)
         return takes
 
     def _decide(
@@ -230,7 +237,6 @@ class Worker:
         await recorder.write(
             session, self.owner, holds, [h["id"] for h in holds.messages], self.health
         )
-        await self._prober.start_due(session, now)  # a held message may wait for a probe
 
     def _submit(self, fl: InFlight, pool_id: str, reserved: bool) -> None:
         data = prepared_mime(fl.envelope, fl.content, pool_id)
@@ -373,15 +379,26 @@ class Worker:
         try:
             async with transaction(self.rt.sessions) as session:
                 ids = [fl.claimed.message_id for fl in batch]
-                await recorder.write(session, self.owner, rows, ids, self.health)
+                written = await recorder.write(session, self.owner, rows, ids, self.health)
         except Exception:
             self._finished = batch + self._finished  # keep them; the leases still hold
             self._reported.set()
             raise
+        for pool_id, when in written:  # committed: now the book may skip unchanged ones
+            self.health.written(pool_id, when)
         for fl in batch:
             self._inflight.pop(fl.claimed.message_id, None)
         if self._room():
             self._wake.set()
+
+    async def _give_back(self, takes: list[tuple[InFlight, Take]], now: datetime) -> None:
+        """Release messages that were taken but not sent, with their daily-limit slots."""
+        unused = Counter(take.pool_id for _, take in takes if take.reserved)
+        async with transaction(self.rt.sessions) as session:
+            ids = [fl.claimed.message_id for fl, _ in takes]
+            await repo.release(session, self.owner, ids, now)
+            for pool_id, count in unused.items():
+                await pools_repo.add_usage(session, pool_id, now.date(), sent=-count)
 
     async def _release(self, ids: list[str]) -> None:
         if not ids:

@@ -8,6 +8,7 @@ import ssl
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from aiosmtpd.smtp import SMTP
@@ -18,7 +19,7 @@ from postroute.messages.ingest import parse
 from postroute.smtp import replies
 from postroute.smtp.data import read_message
 from postroute.smtp.limits import SlidingWindow
-from postroute.smtp.protocol import _parse_path
+from postroute.smtp.protocol import SubmissionSMTP, _parse_path
 from postroute.smtp.tls import ensure_self_signed
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -92,6 +93,16 @@ async def test_mail_and_rcpt_paths_parse_as_stock_aiosmtpd(arg: str) -> None:
     stock = SMTP(None, hostname="mx.postroute.test")  # its own _getaddr, per call
     assert _parse_path(arg) == stock._getaddr(arg)
     assert _parse_path(arg) == stock._getaddr(arg)  # the remembered answer too
+    ours = SimpleNamespace(local_part_limit=0)  # the override only reads this attribute
+    assert SubmissionSMTP._getaddr(ours, arg) == stock._getaddr(arg)  # type: ignore[arg-type]
+
+
+def test_a_local_part_over_the_limit_is_refused_as_aiosmtpd_does() -> None:
+    stock = SMTP(None, hostname="mx.postroute.test")
+    stock.local_part_limit = 3
+    ours = SimpleNamespace(local_part_limit=3)
+    for arg in ("<abcd@example.com>", "<abc@example.com>"):
+        assert SubmissionSMTP._getaddr(ours, arg) == stock._getaddr(arg)  # type: ignore[arg-type]
 
 
 def test_rewrite_gives_aiosmtpd_replies_a_status() -> None:

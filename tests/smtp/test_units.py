@@ -97,7 +97,8 @@ async def test_mail_and_rcpt_paths_parse_as_stock_aiosmtpd(arg: str) -> None:
     assert SubmissionSMTP._getaddr(ours, arg) == stock._getaddr(arg)  # type: ignore[arg-type]
 
 
-def test_a_local_part_over_the_limit_is_refused_as_aiosmtpd_does() -> None:
+async def test_a_local_part_over_the_limit_is_refused_as_aiosmtpd_does() -> None:
+    # async: aiosmtpd.SMTP takes the running loop (in a sync test it would make one)
     stock = SMTP(None, hostname="mx.postroute.test")
     stock.local_part_limit = 3
     ours = SimpleNamespace(local_part_limit=3)

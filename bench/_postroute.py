@@ -34,6 +34,22 @@ def postroute_env(data_dir: Path, http_port: int, extra: list[str]) -> dict[str,
     return env
 
 
+def run_cli(env: dict[str, str], workdir: Path, *argv: str) -> str:
+    """``postroute <argv>`` to completion; its stdout, or exit with its output."""
+    done = subprocess.run(
+        [str(POSTROUTE), *argv],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"postroute {' '.join(argv)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
 class Postroute:
     """``postroute init`` + ``serve`` (or ``api`` and ``worker``) in ``workdir``."""
 
@@ -44,18 +60,8 @@ class Postroute:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         self.env = postroute_env(workdir / "data", self.port, extra_env)
-        init = subprocess.run(
-            [str(POSTROUTE), "init", "--json"],
-            env=self.env,
-            cwd=workdir,
-            capture_output=True,
-            text=True,
-            timeout=STARTUP_TIMEOUT,
-            check=False,
-        )
-        if init.returncode != 0:
-            raise SystemExit(f"postroute init failed:\n{init.stdout}{init.stderr}")
-        self.api_key = json.loads(init.stdout.strip().splitlines()[-1])["api_key"]
+        init = run_cli(self.env, workdir, "init", "--json")
+        self.api_key = json.loads(init.strip().splitlines()[-1])["api_key"]
         self.headers = {"Authorization": f"Bearer {self.api_key}"}
         self.children: list[Child] = []
         self._seen: dict[str, int] = {}

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _postroute import POSTROUTE, STARTUP_TIMEOUT, postroute_env
+from _postroute import POSTROUTE, STARTUP_TIMEOUT, postroute_env, run_cli
 from _proc import CLK_TCK, LOOPBACK, Child, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,21 +60,6 @@ RAISED_LIMITS = [
     "POSTROUTE_SMTP_MAX_MESSAGES_PER_CONNECTION=1000000",
     "POSTROUTE_SMTP_MAX_CONNECTIONS_PER_IP_PER_MINUTE=1000000",
 ]
-
-
-def run_cli(env: dict[str, str], workdir: Path, *argv: str) -> str:
-    done = subprocess.run(
-        [str(POSTROUTE), *argv],
-        env=env,
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=STARTUP_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"postroute {' '.join(argv)} failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
 
 
 def prepare(args: argparse.Namespace, workdir: Path) -> dict[str, str]:

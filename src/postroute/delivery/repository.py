@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from postroute.db import insert_many, update_by_key
 from postroute.kit.clock import as_utc
 from postroute.models import (
     Delivery,
@@ -141,36 +142,3 @@ async def add_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> N
 
 async def add_attempts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     await insert_many(session, table_of(DeliveryAttempt), rows)
-
-
-# Core executemany: the ORM's bulk paths cost about twice the CPU per row and add nothing
-# for plain rows keyed by column name.
-
-
-async def insert_many(
-    session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]]
-) -> None:
-    if rows:
-        conn = await session.connection()
-        await conn.execute(sa.insert(table), list(rows))
-
-
-async def update_by_key(
-    session: AsyncSession, table: sa.Table, key: str, rows: Sequence[dict[str, Any]]
-) -> None:
-    """``UPDATE table SET ... WHERE key = :key`` for each row, one executemany per set of
-    columns (rows may set different columns)."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        columns = tuple(sorted(c for c in row if c != key))
-        groups.setdefault(columns, []).append({f"_{c}": v for c, v in row.items()})
-    if not groups:
-        return
-    conn = await session.connection()
-    for columns, params in groups.items():
-        stmt = (
-            sa.update(table)
-            .where(table.c[key] == sa.bindparam(f"_{key}"))
-            .values({c: sa.bindparam(f"_{c}") for c in columns})
-        )
-        await conn.execute(stmt, params)

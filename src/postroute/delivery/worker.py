@@ -96,7 +96,7 @@ class Worker:
                 claimed = 0
                 self._wake.clear()  # before the claim: a wake-up during it is not lost
                 if self._room():
-                    limit = self.capacity - len(self._inflight)
+                    limit = self._free()
                     try:
                         claimed = await self._claim_and_dispatch()
                     except Exception:
@@ -150,7 +150,7 @@ class Worker:
         to send without the lock, decide per message; write only when there is something
         to write (daily-limit slots, messages that must wait)."""
         now = self.rt.clock.now()
-        limit = max(self.capacity - len(self._inflight), 0)
+        limit = self._free()
         if limit == 0:
             return 0
         async with transaction(self.rt.sessions) as session:
@@ -165,7 +165,8 @@ class Worker:
                 await self._release([c.message_id for c in claimed])
             raise
         if self._stopping:  # stop() ran meanwhile: hand these back instead of sending
-            await self._give_back(takes, now)
+            if takes:
+                await self._give_back(takes, now)
             return 0
         for fl, take in takes:
             self._inflight[fl.claimed.message_id] = fl
@@ -341,6 +342,9 @@ class Worker:
         while self._inflight:
             await self._reported.wait()
             await self._flush()
+
+    def _free(self) -> int:
+        return max(self.capacity - len(self._inflight), 0)
 
     def _room(self) -> bool:
         """Claim again once half the capacity is free: fewer, larger claim transactions

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from postroute.db import insert_many
 from postroute.models import (
     Delivery,
     DeliveryAttempt,
@@ -36,7 +37,6 @@ async def insert_submission(session: AsyncSession, rows: SubmissionRows) -> None
 
     Core ``executemany`` on the tables (keys are column names): the ORM's bulk insert
     path costs about twice as much CPU per row and adds nothing here."""
-    conn = await session.connection()
     for model, values in (
         (MessageContent, rows.contents),
         (Message, rows.messages),
@@ -44,8 +44,7 @@ async def insert_submission(session: AsyncSession, rows: SubmissionRows) -> None
         (Delivery, rows.deliveries),
         (MessageEvent, rows.events),
     ):
-        if values:
-            await conn.execute(sa.insert(table_of(model)), values)
+        await insert_many(session, table_of(model), values)
 
 
 @dataclass(frozen=True)

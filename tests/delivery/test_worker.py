@@ -244,6 +244,34 @@ async def test_connections_are_capped_and_reused(
     assert relay.connections <= 2
     assert relay.peak_sessions <= 2
     assert relay.rset_count >= 198  # RSET before each reuse
+    assert relay.pipelined_count == 200  # RSET, MAIL, RCPT, DATA as one group (RFC 2920)
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_session_the_relay_closed_meanwhile_is_replaced_without_an_attempt(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay_factory: RelayFactory,
+    worker: Worker,
+    pipelining: bool,
+) -> None:
+    relay = relay_factory(pipelining=pipelining)
+    await add_pool(client, tenant, relay.port)
+    await send(client, tenant)
+    await worker.drain()
+    relay.wait_for(1)
+    relay.drop_sessions()  # the relay's idle timeout, while the worker keeps the session
+    (second,) = (await send(client, tenant, to=["later@example.org"]))["messages"]
+    await worker.drain()
+    assert [m.rcpt_tos for m in relay.wait_for(2)] == [
+        ("customer@example.org",),
+        ("later@example.org",),
+    ]
+    detail = await message(client, tenant, second["id"])
+    assert detail["status"] == "sent"
+    assert detail["attempts"] == 1
+    assert [a["outcome"] for a in detail["delivery_attempts"]] == ["sent"]
+    assert relay.connections == 2
 
 
 async def test_stop_releases_jobs_not_started(

@@ -16,7 +16,8 @@ replies consumed in order (then the default reply again), or a callable receivin
 `Command` and returning a reply or None (default). A reply starting with `421` is sent
 and the connection closed. `reject_connections=True` answers every new connection with
 `421` and closes it. Recorded, thread-safe: `messages` (accepted), `rejected`,
-`connections`, `current_sessions`, `peak_sessions`, `rset_count`, `auth_attempts`;
+`connections`, `current_sessions`, `peak_sessions`, `rset_count`, `pipelined_count`,
+`auth_attempts`; PIPELINING is offered unless `pipelining=False`;
 `wait_idle()` waits until every client has left (counts settle after a client's QUIT).
 
 Also here: `SilentServer` (accepts TCP, never answers), `closed_port()` and
@@ -220,6 +221,19 @@ class _ThreadedServer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def drop_sessions(self) -> None:
+        """Close every open connection (as a relay's idle timeout does) and wait until
+        they are gone; the listener keeps accepting new ones."""
+        assert self._thread is not None, "not started"
+        self._thread.call(self._drop())
+        self.wait_until(lambda: not self._transports, 5.0, "the sessions to close")
+
+    async def _drop(self) -> None:
+        with self._lock:
+            transports = list(self._transports)
+        for transport in transports:
+            transport.close()
+
     def _opened(self, transport: asyncio.BaseTransport) -> None:
         with self._lock:
             self._transports.add(transport)
@@ -323,6 +337,7 @@ class RecordingRelay(_ThreadedServer):
         data_size_limit: int = 10 * 1024 * 1024,
         hostname: str = "relay.test",
         smtputf8: bool = True,
+        pipelining: bool = True,
     ) -> None:
         """`ca` issues the certificate for `cert_names` (a fresh CA if None). `auth` maps
         user -> password; when set, MAIL needs AUTH first. `auth_require_tls` defaults to
@@ -344,6 +359,7 @@ class RecordingRelay(_ThreadedServer):
         self.data_size_limit = data_size_limit
         self.hostname = hostname
         self.smtputf8 = smtputf8
+        self.pipelining = pipelining
         self._scripts = {
             "MAIL": _Script(mail_replies),
             "RCPT": _Script(rcpt_replies),
@@ -354,6 +370,7 @@ class RecordingRelay(_ThreadedServer):
         self._current = 0
         self._peak = 0
         self._rsets = 0
+        self._pipelined = 0
         self._messages: list[ReceivedMessage] = []
         self._rejected: list[ReceivedMessage] = []
         self._auth_attempts: list[tuple[str, bool]] = []
@@ -393,7 +410,7 @@ class RecordingRelay(_ThreadedServer):
             self._messages.clear()
             self._rejected.clear()
             self._auth_attempts.clear()
-            self._connections = self._rsets = 0
+            self._connections = self._rsets = self._pipelined = 0
             self._peak = self._current
 
     # -- recordings --------------------------------------------------------------------
@@ -424,6 +441,12 @@ class RecordingRelay(_ThreadedServer):
     def rset_count(self) -> int:
         with self._lock:
             return self._rsets
+
+    @property
+    def pipelined_count(self) -> int:
+        """MAIL commands that arrived with their RCPT already behind them (RFC 2920)."""
+        with self._lock:
+            return self._pipelined
 
     @property
     def auth_attempts(self) -> list[tuple[str, bool]]:
@@ -490,6 +513,10 @@ class RecordingRelay(_ThreadedServer):
         with self._lock:
             script = self._scripts[command.verb]
         return script.next(command)
+
+    def _count_pipelined(self) -> None:
+        with self._lock:
+            self._pipelined += 1
 
     def _count_rset(self) -> None:
         with self._lock:
@@ -579,6 +606,8 @@ class _Handler:
     ) -> str:
         if self.relay.auth is not None and not session.authenticated:
             return "530 5.7.0 Authentication required"
+        if b"RCPT TO:" in bytes(server._reader._buffer).upper():  # read with this MAIL
+            self.relay._count_pipelined()
         reply = self.relay._reply(self._command(server, envelope, "MAIL", address))
         if reply is None or reply.startswith("2"):
             envelope.mail_from = address
@@ -618,6 +647,19 @@ class _Handler:
         )
         self.relay._record(message, accepted=reply.startswith("2"))
         return reply
+
+    async def handle_EHLO(
+        self,
+        server: _RelaySMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.relay.pipelining:  # aiosmtpd reads commands in order: pipelining works
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_RSET(self, server: _RelaySMTP, session: Session, envelope: Envelope) -> str:
         self.relay._count_rset()

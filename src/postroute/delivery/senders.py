@@ -150,23 +150,27 @@ class PoolSender:
             if reason is not None:
                 self._report(job, RelayDown(POOL_DOWN, reason), started)
                 return smtp, holder, generation
-            if smtp is not None and (
-                generation != self._generation or not await transport.reset(smtp)
-            ):
+            if smtp is not None and generation != self._generation:
                 await transport.close(smtp)
                 smtp = None
+            reused = smtp is not None
             if smtp is None:
-                if holder is None:
-                    holder = await self._connection_slot()
-                generation = self._generation
-                try:
-                    smtp = await open_session(self.relay, deps.options)
-                except RelayError as exc:
-                    self._report(job, RelayDown(exc.code, exc.detail, exc.smtp_code), started)
+                smtp, holder, generation = await self._open(job, holder, started)
+                if smtp is None:
                     return None, holder, generation
             slots = await deps.pacer.turn(self.pool_id)
             try:
-                outcome = await transport.send_message(smtp, job.sender, job.recipient, job.data)
+                outcome = await transport.send_message(
+                    smtp, job.sender, job.recipient, job.data, reset=reused
+                )
+                if isinstance(outcome, transport.Stale):  # the relay closed it: once more
+                    await transport.close(smtp)
+                    smtp, holder, generation = await self._open(job, holder, started)
+                    if smtp is None:
+                        return None, holder, generation
+                    outcome = await transport.send_message(
+                        smtp, job.sender, job.recipient, job.data
+                    )
             finally:
                 await deps.pacer.done(slots)
             if not transport.session_usable(outcome):
@@ -180,6 +184,20 @@ class PoolSender:
             if smtp is not None:  # a session opened here must not leak
                 await asyncio.shield(transport.close(smtp))
             raise
+
+    async def _open(
+        self, job: Job, holder: str | None, started: datetime
+    ) -> tuple[RelaySession | None, str | None, int]:
+        """A new session (with Redis, first a shared connection slot); a failure to open
+        one is reported as the job's outcome (None)."""
+        if holder is None:
+            holder = await self._connection_slot()
+        generation = self._generation
+        try:
+            return await open_session(self.relay, self._deps.options), holder, generation
+        except RelayError as exc:
+            self._report(job, RelayDown(exc.code, exc.detail, exc.smtp_code), started)
+            return None, holder, generation
 
     async def _connection_slot(self) -> str:
         while True:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import aiosmtplib
+from typing import overload
 
+import aiosmtplib
+from aiosmtplib.typing import SMTPStatus
+
+from postroute.delivery import pipelining
 from postroute.delivery.results import Bounced, Deferred, Outcome, RelayDown, Sent
 from postroute.pools.errors import (
     SMTP_CONNECTION_ERROR,
@@ -17,29 +21,105 @@ SERVICE_CLOSING = 421
 QUIT_TIMEOUT = 2.0
 
 
-async def send_message(smtp: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes) -> Outcome:
-    """MAIL, RCPT, DATA for one recipient; the reply decides the outcome.
+class Stale:
+    """The reused session turned out unusable before anything was sent (the relay closed
+    it, or refused RSET): open a new session and send again. Not an attempt."""
+
+    def __repr__(self) -> str:
+        return "STALE"
+
+
+STALE = Stale()
+
+
+@overload
+async def send_message(
+    smtp: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes
+) -> Outcome: ...
+
+
+@overload
+async def send_message(
+    smtp: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes, *, reset: bool
+) -> Outcome | Stale: ...
+
+
+async def send_message(
+    smtp: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes, *, reset: bool = False
+) -> Outcome | Stale:
+    """(RSET,) MAIL, RCPT, DATA for one recipient; the reply decides the outcome.
+
+    ``reset``: the session carried an earlier message, so it gets an RSET first. With a
+    relay that offers PIPELINING, RSET, MAIL, RCPT and DATA go out as one group and the
+    content as a second (RFC 2920): two round trips instead of five.
 
     A 421 anywhere, a dropped session or a timeout is trouble of the relay, not of the
-    message (``RelayDown``); the caller must then discard the session.
+    message (``RelayDown``); the caller must then discard the session. ``STALE``: the
+    session was already unusable; nothing was sent.
     """
+    if reset and not smtp.is_connected:
+        return STALE
     options = mail_options(smtp, sender, recipient, data)
     if isinstance(options, Bounced):
         return options
     encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+    protocol = pipelining.enable(smtp)
+    if protocol is not None:
+        mail = b" ".join(
+            [b"MAIL FROM:<" + sender.encode(encoding) + b">"] + [o.encode("ascii") for o in options]
+        )
+        rcpt = b"RCPT TO:<" + recipient.encode(encoding) + b">"
+        commands = [b"RSET", mail, rcpt, b"DATA"] if reset else [mail, rcpt, b"DATA"]
+        content = pipelining.content_for_data(data)
+        replies, error = await protocol.exchange(commands, content, smtp.timeout)
+        if reset:
+            if not replies or replies[0].code != SMTPStatus.completed:
+                return STALE
+            replies = replies[1:]
+        return _pipelined_outcome(smtp, replies, error)
+    if reset and not await _rset(smtp):
+        return STALE
     try:
         await smtp.mail(sender, options=options, encoding=encoding)
         await smtp.rcpt(recipient, encoding=encoding)
         reply = await smtp.data(data)
-    except aiosmtplib.SMTPResponseException as exc:
-        return _from_reply(exc.code, exc.message)
-    except (aiosmtplib.SMTPTimeoutError, TimeoutError) as exc:
-        return RelayDown(SMTP_TIMEOUT, f"relay did not answer in time: {exc}")
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError) as exc:
-        return RelayDown(SMTP_CONNECTION_ERROR, f"session lost: {exc}")
-    except aiosmtplib.SMTPException as exc:
-        return RelayDown(SMTP_CONNECTION_ERROR, f"SMTP error: {exc}")
+    except Exception as exc:  # mapped: trouble of the relay, or a reply about this message
+        return _from_error(exc)
     return Sent(reply.code, reply.message)
+
+
+def _pipelined_outcome(
+    smtp: aiosmtplib.SMTP, replies: list[aiosmtplib.SMTPResponse], error: Exception | None
+) -> Outcome:
+    """MAIL, RCPT, DATA (and the content's) replies: the first failure decides.
+
+    A session whose exchange ended early, or that a relay left waiting for content after
+    a refused MAIL or RCPT (354 all the same), is closed here: the next job finds it
+    closed and opens another."""
+    data_mode = len(replies) == 3 and replies[2].code == SMTPStatus.start_input
+    if error is not None or data_mode:
+        smtp.close()
+    for i, reply in enumerate(replies[:3]):  # MAIL, RCPT, DATA
+        if reply.code >= 400 or (i == 2 and reply.code != SMTPStatus.start_input):
+            return _from_reply(reply.code, reply.message)
+    if error is not None or len(replies) < 4:
+        return _from_error(error or aiosmtplib.SMTPServerDisconnected("no reply to DATA"))
+    final = replies[3]
+    if final.code != SMTPStatus.completed:
+        return _from_reply(final.code, final.message)
+    return Sent(final.code, final.message)
+
+
+def _from_error(exc: BaseException) -> Outcome:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _from_reply(exc.code, exc.message)
+    if isinstance(exc, (aiosmtplib.SMTPTimeoutError, TimeoutError)):
+        return RelayDown(SMTP_TIMEOUT, f"relay did not answer in time: {exc}")
+    if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)):
+        return RelayDown(SMTP_CONNECTION_ERROR, f"session lost: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPException):
+        return RelayDown(SMTP_CONNECTION_ERROR, f"SMTP error: {exc}")
+    raise exc
 
 
 def mail_options(
@@ -76,7 +156,7 @@ def session_usable(outcome: Outcome) -> bool:
     return not isinstance(outcome, RelayDown)
 
 
-async def reset(smtp: aiosmtplib.SMTP) -> bool:
+async def _rset(smtp: aiosmtplib.SMTP) -> bool:
     """RSET before reusing a session; False when the session is no longer usable."""
     try:
         await smtp.rset()

@@ -9,12 +9,13 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from email.header import decode_header, make_header
 from email.message import EmailMessage
+from email.mime.text import MIMEText
 from email.parser import BytesParser
 from typing import Any
 
 import pytest
 
-from postroute.messages.compose import compose, new_message_id, with_headers
+from postroute.messages.compose import LEGACY, _text_part, compose, new_message_id, with_headers
 from postroute.messages.schemas import Address, SendRequest
 
 DATE = datetime(2026, 3, 14, 15, 9, 26, tzinfo=UTC)
@@ -325,6 +326,42 @@ def test_text_survives_encoding(text: str) -> None:
     assert decoded(plain) == canonical(text)
     assert decoded(html) == canonical(f"<pre>{text}</pre>")
     assert plain["Content-Transfer-Encoding"] in ("7bit", "quoted-printable", "base64")
+
+
+COMPAT32_CRLF = email.policy.compat32.clone(linesep="\r\n", mangle_from_=False)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'text/plain; charset="us-ascii"',
+        "7bit",
+        "x" * 64,  # "Subject: " + 64 + ... on the limit of 78
+        "x" * 65,
+        "two  spaces",
+        " leading",
+        "trailing ",
+        "tab\there",
+        "Zoë",
+        "word " * 30,
+        'multipart/alternative; boundary="===============1234567890123456789=="',
+    ],
+)
+def test_the_legacy_policy_folds_headers_as_compat32_does(value: str) -> None:
+    """Its shortcut for short ASCII values gives compat32's bytes exactly."""
+    for name in ("Content-Type", "Subject", "X-A"):
+        assert LEGACY.fold_binary(name, value) == COMPAT32_CRLF.fold_binary(name, value)
+
+
+@pytest.mark.parametrize("subtype", ["plain", "html"])
+@pytest.mark.parametrize("text", ["Hi there\n", "a\nb\n\nFrom x\n.\n", "  spaced  \n"])
+def test_an_ascii_text_part_is_what_mimetext_writes(subtype: str, text: str) -> None:
+    """Built without MIMEText's charset machinery, the part is byte for byte the same."""
+    expected = MIMEText(text, subtype, "us-ascii")
+    del expected["MIME-Version"]
+    assert _text_part(text, subtype).as_bytes(policy=LEGACY) == expected.as_bytes(
+        policy=COMPAT32_CRLF
+    )
 
 
 # --- per-recipient headers --------------------------------------------------------------

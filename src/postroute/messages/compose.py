@@ -45,18 +45,38 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime
 from functools import lru_cache
+from typing import Any
 
 from postroute.messages.schemas import Address, Attachment, SendRequest
 from postroute.messages.validation import HEADER_NAME
 
 # For the body parts: CRLF line ends and no 8-bit data (qp or base64 whenever needed).
 POLICY = email_policy.SMTP.clone(cte_type="7bit")
+
+
+class _LegacyPolicy(email_policy.Compat32):
+    """compat32 that writes a short ASCII header as it stands: the bytes ``Header`` folding
+    gives such a value (it fits on one line: nothing to fold or encode), without building
+    a ``Header`` for it. Longer or non-ASCII values are folded by compat32 as ever."""
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and len(name) + 2 + len(value) <= 78
+            and value == value.strip()
+            and "  " not in value
+            and "\t" not in value
+        ):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
 # For bodies of text parts only (no attachment): the same bytes as POLICY for the short
-# ASCII part headers these have, at less than half the cost, because the generator does
+# ASCII part headers these have, at a fraction of the cost, because the generator does
 # not re-parse each header through the header registry. No "From " mangling, as POLICY.
-LEGACY = email_policy.compat32.clone(linesep="\r\n", mangle_from_=False)
+LEGACY = _LegacyPolicy(linesep="\r\n", mangle_from_=False)
 MAX_LINE = 998  # RFC 5322 2.1.1, octets without the CRLF
-_ASCII = Charset("us-ascii")
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP
 CRLF = "\r\n"
@@ -182,11 +202,18 @@ def _text_part(content: str, subtype: str) -> Message:
     if not text.endswith("\n"):
         text += "\n"
     short = all(len(line) <= MAX_LINE for line in text.split("\n"))
-    charset = _ASCII if text.isascii() and short else _UTF8_QP
+    if text.isascii() and short:
+        # What MIMEText(text, subtype, "us-ascii") builds, set directly: its charset
+        # machinery would parse and rebuild Content-Type once more for each part.
+        plain = Message()
+        plain["Content-Type"] = f'text/{subtype}; charset="us-ascii"'
+        plain["Content-Transfer-Encoding"] = "7bit"
+        plain.set_payload(text)
+        return plain
     # MIMEText hands the charset to set_payload, which takes a Charset object too.
     # Built under the legacy policy (headers stored as plain strings); serialised with
     # POLICY like the rest of the message.
-    part = MIMEText(text, subtype, charset)  # type: ignore[arg-type]
+    part = MIMEText(text, subtype, _UTF8_QP)  # type: ignore[arg-type]
     del part["MIME-Version"]  # the message's own header says it once
     return part
 

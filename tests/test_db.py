@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -10,6 +11,7 @@ import sqlalchemy as sa
 from postroute.api.runtime import Runtime
 from postroute.db import begin_read, create_engine, session_factory, transaction
 from postroute.models import Account
+from postroute.models.base import table_of
 from tests.conftest import BACKEND
 
 
@@ -66,3 +68,30 @@ async def test_a_writer_waits_for_another_process_holding_the_write_lock(
     finally:
         await other.dispose()
     assert order == ["first committed", "second began"]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        datetime(2026, 11, 21, 9, 30, 0, 5, tzinfo=UTC),
+        datetime(2026, 11, 21, 10, 30, 0, 5, tzinfo=timezone(timedelta(hours=1))),
+        datetime(2026, 11, 21, 9, 30, 0, 5),  # naive: taken as UTC
+    ],
+    ids=["utc", "other-zone", "naive"],
+)
+async def test_timestamps_are_stored_as_utc_and_read_back_aware(
+    runtime: Runtime, given: datetime
+) -> None:
+    table = table_of(Account)
+    async with transaction(runtime.sessions) as session:
+        conn = await session.connection()
+        await conn.execute(sa.insert(table), [{"id": "acct_t", "name": "t", "created_at": given}])
+    async with runtime.sessions() as session:
+        stored = await session.scalar(sa.select(Account.created_at).where(Account.id == "acct_t"))
+        text = await session.scalar(
+            sa.select(sa.cast(table.c.created_at, sa.String)).where(table.c.id == "acct_t")
+        )
+    assert stored == datetime(2026, 11, 21, 9, 30, 0, 5, tzinfo=UTC)
+    assert stored is not None and stored.tzinfo is not None
+    if BACKEND == "sqlite":  # sortable text, the same as SQLAlchemy's own SQLite DATETIME
+        assert text == "2026-11-21 09:30:00.000005"

@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 
 import pytest
 import uvloop
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from postroute.delivery import transport
+from postroute.delivery.pipelining import content_for_data
 from postroute.delivery.results import Bounced, Deferred, Outcome, RelayDown, Sent
 from postroute.pools.errors import SMTP_CONNECTION_ERROR, SMTP_RATE_LIMIT, SMTP_REJECTED
 from postroute.pools.relay_config import ClientOptions, RelayConfig
@@ -222,3 +224,25 @@ def test_a_session_lost_after_the_group_is_relay_trouble(run: Run[Any]) -> None:
 
     outcome = run(scenario())
     assert isinstance(outcome, RelayDown) and outcome.error_code == SMTP_CONNECTION_ERROR
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        MESSAGE,
+        b"a\r\nb\r\n",
+        b"no final line break",
+        b"bare\nline\nfeeds\n",
+        b"bare\rcarriage\rreturns",
+        b"mixed\r\nends\nand\r",
+        b".starts with a dot\r\n",
+        b"a\r\n.\r\n..\r\n...x\r\n",
+        b"a\n.b\r\n",
+        b"\r\n\r\n",
+    ],
+)
+def test_content_is_what_aiosmtplib_would_send(data: bytes) -> None:
+    """The shortcuts (nothing to normalise, no dot to stuff) change no byte."""
+    expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+    assert content_for_data(data) == expected

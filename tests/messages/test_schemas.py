@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -239,6 +240,21 @@ def test_invalid_addresses(changes: dict[str, Any], field: str) -> None:
     found = by_field(request(**changes))
     assert list(found) == [field]
     assert found[field].startswith("invalid email address: ")
+
+
+def test_domain_checks_are_remembered_but_never_let_a_bad_address_through() -> None:
+    check = sys.modules["email_validator.validate_email"].validate_email_domain_name
+    SendRequest.model_validate(request(to=["first@remembered.example"]))
+    hits = check.cache_info().hits
+    req = SendRequest.model_validate(request(to=["second@REMEMBERED.example"]))
+    assert req.to == [Address(email="second@remembered.example")]
+    assert check.cache_info().hits > hits  # the domain was not checked again
+    assert by_field(request(to=["bad local@remembered.example"])) == {
+        "to[0]": "invalid email address: The email address contains invalid characters before"
+        " the @-sign: SPACE."
+    }
+    for _ in range(2):  # an invalid domain is not remembered as valid
+        assert list(by_field(request(to=["a@localhost"]))) == ["to[0]"]
 
 
 def test_display_name_length() -> None:

@@ -152,6 +152,7 @@ def _addresses(name: str, addresses: Sequence[Address]) -> str:
     return f"{name}: " + f",{CRLF} ".join(_mailbox(a) for a in addresses) + CRLF
 
 
+@lru_cache(maxsize=1024)  # the sender of a batch, over and over
 def _mailbox(address: Address) -> str:
     # The IDNA (xn--) domain where the local part is ASCII; else UTF-8 as it stands.
     local, _, domain = (address.ascii_email or address.email).rpartition("@")

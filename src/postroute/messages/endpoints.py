@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from postroute.messages.schemas import (
 from postroute.messages.views import MessageDetail, MessageList
 
 router = APIRouter(tags=["messages"])
+JSON = "application/json"
 
 IdempotencyKey = Annotated[
     str | None,
@@ -41,7 +43,7 @@ async def _send(
     account: AccountDep,
     session: SessionDep,
     rt: RuntimeDep,
-) -> JSONResponse:
+) -> Response:
     ttl = timedelta(hours=rt.settings.idempotency_hours)
     body_hash = service.request_hash(await request.body()) if key else ""
 
@@ -69,12 +71,10 @@ async def _send(
         if (replayed := await replay()) is not None:
             return replayed
         replies = await service.store_many(session, subs, now)
-        payload: dict[str, Any] = (
-            SendBatchResponse(data=replies).model_dump(mode="json")
-            if batch
-            else replies[0].model_dump(mode="json")
-        )
+        reply = SendBatchResponse.model_construct(data=replies) if batch else replies[0]
+        body = reply.model_dump_json().encode()  # pydantic's serialiser: no dict, no json
         if key:
+            payload: dict[str, Any] = json.loads(body)
             await service.remember(
                 session, account.account_id, key, body_hash, 202, payload, rt.clock
             )
@@ -86,7 +86,7 @@ async def _send(
                 raise
             continue
         rt.wake_worker()
-        return JSONResponse(payload, status_code=status.HTTP_202_ACCEPTED)
+        return Response(body, status_code=status.HTTP_202_ACCEPTED, media_type=JSON)
     raise RuntimeError("idempotency race could not be resolved")  # pragma: no cover
 
 
@@ -103,7 +103,7 @@ async def send(
     session: SessionDep,
     rt: RuntimeDep,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Response:
     """One message record per recipient; the prepared MIME is stored before the 202."""
     return await _send(request, [body], False, idempotency_key, account, session, rt)
 
@@ -121,7 +121,7 @@ async def send_batch(
     session: SessionDep,
     rt: RuntimeDep,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Response:
     """All or nothing: one invalid message rejects the batch, with every problem listed."""
     return await _send(request, body.messages, True, idempotency_key, account, session, rt)
 

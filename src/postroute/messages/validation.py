@@ -18,6 +18,7 @@ import base64
 import binascii
 import contextlib
 import re
+import sys
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
@@ -25,6 +26,21 @@ from typing import Any, NoReturn, Protocol
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError, core_schema
+
+
+def _memoise_domain_checks() -> None:
+    """email_validator checks the domain of every address afresh (length, IDNA and UTS-46
+    rules per character): more than half its cost, for the handful of domains that most
+    recipients share. That check is a pure function of the domain and two flags, so its
+    results are kept per domain (invalid domains raise, and are not kept). Replaced in
+    the module that calls it; email_validator is pinned."""
+    module = sys.modules["email_validator.validate_email"]
+    check = getattr(module, "validate_email_domain_name")  # noqa: B009 - not in its stubs
+    if not hasattr(check, "cache_info"):
+        setattr(module, "validate_email_domain_name", lru_cache(maxsize=4096)(check))  # noqa: B010
+
+
+_memoise_domain_checks()
 
 MAX_RECIPIENTS = 50  # per list: to, cc, bcc (and reply_to)
 MAX_TAGS = 5

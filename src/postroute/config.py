@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     retry_attempts: int = Field(default=5, ge=1, le=100)
     retry_base_seconds: float = Field(default=60.0, ge=0)
     lease_seconds: float = Field(default=300.0, gt=0)
-    worker_batch_size: int = Field(default=200, ge=1, le=5000)
+    worker_batch_size: int = Field(default=500, ge=1, le=5000)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     serve_worker_process: Literal["auto", "on", "off"] = Field(
         default="auto",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from postroute.api.runtime import Runtime
 from postroute.db import transaction
 from postroute.delivery import repository as queue
-from postroute.delivery.worker import Worker
+from postroute.delivery.dispatch import InFlight
+from postroute.delivery.worker import HELD, Worker
 from postroute.kit.clock import FakeClock
 from postroute.models import Delivery, SmtpPool
 from tests.conftest import Tenant
@@ -412,3 +413,24 @@ async def test_a_down_pool_is_probed_while_other_pools_keep_the_worker_busy(
     await worker._prober.wait()
     pool = (await client.get(f"/v1/smtp-pools/{down['id']}", headers=tenant.headers)).json()
     assert pool["health"]["state"] == "healthy"  # probed (the relay answers) and closed
+
+
+def test_finished_messages_waiting_to_be_written_do_not_hold_up_the_next_claim(
+    runtime: Runtime,
+) -> None:
+    """Room is counted on the messages still to be sent; what waits to be written (e.g.
+    for SQLite's lock) counts only against the overall cap of HELD batches."""
+    w = Worker(runtime, owner="room-test")
+    w.capacity = 10
+    placeholder = cast(InFlight, object())
+    w._inflight = {f"m{i}": placeholder for i in range(10)}
+    assert (w._free(), w._room()) == (0, False)
+    w._finished = [placeholder] * 4  # 6 still being sent
+    assert (w._free(), w._room()) == (4, False)
+    w._finished = [placeholder] * 5  # half done: claim again
+    assert (w._free(), w._room()) == (5, True)
+    w._finished, w._recording = [placeholder] * 2, 8  # being written counts as done
+    assert (w._free(), w._room()) == (10, True)
+    w._inflight = {f"m{i}": placeholder for i in range(HELD * 10)}  # all done, none written
+    w._finished, w._recording = [placeholder] * (HELD * 10), 0
+    assert (w._free(), w._room()) == (0, False)

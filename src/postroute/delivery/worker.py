@@ -45,6 +45,7 @@ from postroute.pools import repository as pools_repo
 from postroute.pools.errors import SMTP_RATE_LIMIT
 
 log = logging.getLogger("postroute.delivery")
+HELD = 4  # claimed messages per worker at most, in batches (being sent or to be written)
 
 
 class Worker:
@@ -78,6 +79,7 @@ class Worker:
         self._senders: dict[str, PoolSender] = {}
         self._inflight: dict[str, InFlight] = {}
         self._finished: list[InFlight] = []
+        self._recording = 0  # finished messages in the transaction being written
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._reported = asyncio.Event()
@@ -335,6 +337,8 @@ class Worker:
     def _finish(self, fl: InFlight) -> None:
         self._finished.append(fl)
         self._reported.set()
+        if self._room():  # half the senders' work is done: claim more while it is written
+            self._wake.set()
 
     # -- recording -------------------------------------------------------------------------
 
@@ -343,13 +347,21 @@ class Worker:
             await self._reported.wait()
             await self._flush()
 
+    def _sending(self) -> int:
+        """Claimed messages whose tries are not over (queued at a sender, or being sent)."""
+        return len(self._inflight) - len(self._finished) - self._recording
+
     def _free(self) -> int:
-        return max(self.capacity - len(self._inflight), 0)
+        """Up to ``capacity`` messages being sent; finished ones waiting to be written do
+        not count (a write waiting for SQLite's lock must not starve the senders), up to
+        ``HELD`` times ``capacity`` claimed in all."""
+        held = HELD * self.capacity - len(self._inflight)
+        return max(min(self.capacity - self._sending(), held), 0)
 
     def _room(self) -> bool:
         """Claim again once half the capacity is free: fewer, larger claim transactions
         (each takes SQLite's one write lock) while the senders still have work queued."""
-        return len(self._inflight) <= self.capacity // 2
+        return self._free() >= self.capacity - self.capacity // 2
 
     async def _record_forever(self) -> None:
         while True:
@@ -367,6 +379,7 @@ class Worker:
         if not self._finished:
             return
         batch, self._finished = self._finished, []
+        self._recording = len(batch)
         rows = recorder.Rows()
         for fl in batch:
             if recorder.really_tried(fl):
@@ -388,6 +401,8 @@ class Worker:
             self._finished = batch + self._finished  # keep them; the leases still hold
             self._reported.set()
             raise
+        finally:
+            self._recording = 0
         for pool_id, when in written:  # committed: now the book may skip unchanged ones
             self.health.written(pool_id, when)
         for fl in batch:

@@ -67,12 +67,15 @@ async def _send(
     await session.commit()
     now = rt.clock.now()
     subs = service.plan_requests(account.account_id, requests, pools, now, batch=batch)
+    prepared = service.prepare(subs, now)  # rows and replies, before the write lock
+    reply: SendResponse | SendBatchResponse = (
+        SendBatchResponse.model_construct(data=prepared.replies) if batch else prepared.replies[0]
+    )
+    body = reply.model_dump_json().encode()  # pydantic's serialiser: no dict, no json.dumps
     for _ in range(2):  # a second pass when a concurrent duplicate won the race
         if (replayed := await replay()) is not None:
             return replayed
-        replies = await service.store_many(session, subs, now)
-        reply = SendBatchResponse.model_construct(data=replies) if batch else replies[0]
-        body = reply.model_dump_json().encode()  # pydantic's serialiser: no dict, no json
+        await service.store_prepared(session, prepared)
         if key:
             payload: dict[str, Any] = json.loads(body)
             await service.remember(

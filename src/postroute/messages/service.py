@@ -162,12 +162,29 @@ async def store(
 async def store_many(
     session: AsyncSession, subs: Sequence[tuple[str, Submission]], now: datetime
 ) -> list[SendResponse]:
-    """Several submissions (of any accounts) in one set of bulk statements: the SMTP
-    ingress stores the messages of one group commit this way."""
+    """Several submissions (of any accounts) in one set of bulk statements."""
+    return await store_prepared(session, prepare(subs, now))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The rows of some submissions and their replies, made before any transaction."""
+
+    rows: repo.SubmissionRows
+    replies: list[SendResponse]
+
+
+def prepare(subs: Sequence[tuple[str, Submission]], now: datetime) -> Prepared:
+    """Ids, rows and replies: no database work, so that a writer builds them before it
+    takes SQLite's one write lock, which it then holds only for the inserts."""
     rows = repo.SubmissionRows(contents=[], messages=[], tags=[], deliveries=[], events=[])
     replies = [_add_rows(rows, account_id, sub, now) for account_id, sub in subs]
-    await repo.insert_submission(session, rows)
-    return replies
+    return Prepared(rows, replies)
+
+
+async def store_prepared(session: AsyncSession, prepared: Prepared) -> list[SendResponse]:
+    await repo.insert_submission(session, prepared.rows)
+    return prepared.replies
 
 
 def _add_rows(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,6 +69,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+@lru_cache(maxsize=256)  # the rows of one request or one batch share their timestamps
 def _sqlite_text(value: datetime | None) -> str | None:
     """``process_bind_param`` and ``_SQLiteDateTime``'s bind step in one: naive UTC text."""
     if value is None:

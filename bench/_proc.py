@@ -127,6 +127,13 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq) / CLK_TCK
 
 
+def machine_steal_seconds() -> float:
+    """CPU seconds the hypervisor gave to other guests while this one wanted to run (all
+    cores): a share of it during a run means the machine had less than its cores."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return int(first[7]) / CLK_TCK if len(first) > 7 else 0.0
+
+
 # -- the upstream sink -----------------------------------------------------------------------
 
 

@@ -82,7 +82,8 @@ def summary(r: dict[str, Any]) -> str:
         f" | cpu {cpu} ({r['cpu_ms_per_msg']} ms/msg) | peak rss {rss}"
         f" | machine {r['machine_cpu_pct']}% = postroute {r['postroute_cpu_pct']}%"
         f" + sink {r['sink_cpu_pct']}% + bench {r['bench_cpu_pct']}%"
-        f" + other {r['other_cpu_pct']}%" + (f" | ERROR {r['error']}" if r["error"] else "")
+        f" + other {r['other_cpu_pct']}% | steal {r.get('steal_cpu_pct', 0)}%"
+        + (f" | ERROR {r['error']}" if r["error"] else "")
     )
 
 

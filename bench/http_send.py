@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import Generator, LoadResult
 from _postroute import Postroute
-from _proc import Sink, cpu_seconds, machine_busy_seconds
+from _proc import Sink, cpu_seconds, machine_busy_seconds, machine_steal_seconds
 from _report import Phase, medians, result, summary
 
 POLL = 0.01  # seconds between looks at the sink's counter
@@ -59,7 +59,7 @@ class Meter:
     def now(self) -> dict[str, float]:
         cpu = {f"pr:{k}": v for k, v in self.pr.cpu().items()}
         return cpu | {"machine": machine_busy_seconds(), "sink": cpu_seconds(self.sink.pid),
-                      "bench": own_cpu()}  # fmt: skip
+                      "bench": own_cpu(), "steal": machine_steal_seconds()}  # fmt: skip
 
     def since_start(self) -> dict[str, float]:
         end = self.now()

@@ -246,3 +246,90 @@ def test_content_is_what_aiosmtplib_would_send(data: bytes) -> None:
     """The shortcuts (nothing to normalise, no dot to stuff) change no byte."""
     expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
     assert content_for_data(data) == expected
+
+
+def scripted_relay(
+    replies: dict[bytes, bytes], delivered: list[bytes]
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]:
+    """A raw relay offering PIPELINING, answering each command from ``replies`` (else
+    250) and recording each message whose content it received."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted.test ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-scripted.test\r\n250 PIPELINING\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go ahead\r\n")
+                body = b""
+                while (chunk := await reader.readline()) not in (b".\r\n", b""):
+                    body += chunk
+                if chunk == b"":  # the client left without ending the content
+                    break
+                delivered.append(body)
+                writer.write(b"250 2.0.0 queued\r\n")
+            else:
+                writer.write(replies.get(verb, b"250 ok\r\n"))
+        writer.close()
+
+    return serve
+
+
+@pytest.mark.parametrize(
+    ("rset_reply", "expected"),
+    [(b"200 fine\r\n", "sent"), (b"502 5.5.1 RSET not implemented\r\n", "stale")],
+)
+def test_only_a_refused_rset_makes_a_session_stale(
+    run: Run[Any], rset_reply: bytes, expected: str
+) -> None:
+    """An odd but positive RSET reply is a success (the content went: reporting STALE
+    would send the message twice); a refused one is STALE and nothing was sent."""
+    delivered: list[bytes] = []
+
+    async def scenario() -> tuple[Outcome | transport.Stale, bool]:
+        server = await asyncio.start_server(
+            scripted_relay({b"RSET": rset_reply}, delivered), "127.0.0.1", 0
+        )
+        async with server:
+            smtp = await session(server.sockets[0].getsockname()[1])
+            try:
+                await transport.send_message(smtp, "shop@example.com", "a@example.org", MESSAGE)
+                second = await transport.send_message(
+                    smtp, "shop@example.com", "b@example.org", MESSAGE, reset=True
+                )
+                return second, smtp.is_connected
+            finally:
+                await transport.close(smtp)
+
+    second, connected = run(scenario())
+    if expected == "sent":
+        assert isinstance(second, Sent) and connected
+        assert len(delivered) == 2
+    else:
+        assert second is transport.STALE and not connected  # closed: DATA may await content
+        assert len(delivered) == 1
+
+
+@pytest.mark.parametrize("recipient", ["a b@example.org", "x@y> NOTIFY=NEVER", '"q"@example.org'])
+def test_an_address_unfit_for_a_path_is_never_written_into_a_group(
+    run: Run[Any], relay: RecordingRelay, recipient: str
+) -> None:
+    """Validation at submission stops such addresses; should one get here, it goes
+    through aiosmtplib's checked MAIL/RCPT, which refuses or quotes it."""
+
+    async def scenario() -> Outcome | transport.Stale:
+        smtp = await session(relay.port)
+        try:
+            return await transport.send_message(smtp, "shop@example.com", recipient, MESSAGE)
+        finally:
+            await transport.close(smtp)
+
+    outcome = run(scenario())
+    assert relay.pipelined_count == 0
+    if isinstance(outcome, Bounced):
+        assert outcome.code == 553
+    else:  # reduced by aiosmtplib to one plain path, without parameters
+        assert isinstance(outcome, Sent)
+        ((rcpt,),) = [m.rcpt_tos for m in relay.wait_for(1)]
+        assert not any(c in rcpt for c in ' <>"') and "NOTIFY" not in rcpt

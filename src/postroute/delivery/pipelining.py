@@ -16,9 +16,15 @@ aiosmtplib is pinned: the subclass uses its protocol's buffer, reply waiter and 
 from __future__ import annotations
 
 import aiosmtplib
-from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
+from aiosmtplib.protocol import (
+    MAX_RESPONSE_LENGTH,
+    PERIOD_REGEX,
+    SMTPProtocol,
+    normalize_message_line_endings,
+)
 
 _CONTROL = frozenset(range(0x20)) | {0x7F}
+MAX_BUFFERED = 8 * MAX_RESPONSE_LENGTH  # a group has at most five replies
 
 
 class PipeliningProtocol(SMTPProtocol):
@@ -30,8 +36,11 @@ class PipeliningProtocol(SMTPProtocol):
         waiter = self._response_waiter
         if self._pipelining and waiter is not None and waiter.done():
             # The reply to the next command of the group, while the previous one waits
-            # to be picked up: keep it (aiosmtplib would drop it).
+            # to be picked up: keep it (aiosmtplib would drop it), within reason.
             self._buffer.extend(data)
+            if len(self._buffer) > MAX_BUFFERED and self.transport is not None:
+                self._buffer.clear()
+                self.transport.close()  # the next read fails: the session is dropped
             return
         super().data_received(data)
 
@@ -65,6 +74,8 @@ class PipeliningProtocol(SMTPProtocol):
                     self._response_pending = True
                     self.write(content)
                     replies.append(await self._next_reply(reply_timeout))
+                if self._buffer:  # more than was asked for: the session is out of step
+                    raise aiosmtplib.SMTPResponseException(-1, "unexpected data from the relay")
             except (aiosmtplib.SMTPException, OSError) as exc:
                 return replies, exc
             finally:
@@ -73,7 +84,7 @@ class PipeliningProtocol(SMTPProtocol):
 
     async def _next_reply(self, reply_timeout: float | None) -> aiosmtplib.SMTPResponse:
         waiter = self._response_waiter
-        if waiter is not None and not waiter.done():
+        if waiter is None or not waiter.done():  # (None: the connection is gone)
             buffered = self._read_response_from_buffer()  # read with an earlier reply
             if buffered is not None:
                 return buffered

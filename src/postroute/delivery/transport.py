@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import overload
 
 import aiosmtplib
@@ -18,6 +19,9 @@ from postroute.pools.errors import (
 from postroute.pools.smtp_client import RelaySession, reply_error_code
 
 SERVICE_CLOSING = 421
+# Characters that have no place in a path: such an address goes through aiosmtplib's own
+# (slower) MAIL/RCPT, which checks and quotes it, never into a pipelined group.
+_UNSAFE = re.compile(r'[\s<>"\x00-\x1f\x7f]')
 QUIT_TIMEOUT = 2.0
 
 
@@ -64,7 +68,7 @@ async def send_message(
         return options
     encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
     protocol = pipelining.enable(smtp)
-    if protocol is not None:
+    if protocol is not None and not (_UNSAFE.search(sender) or _UNSAFE.search(recipient)):
         mail = b" ".join(
             [b"MAIL FROM:<" + sender.encode(encoding) + b">"] + [o.encode("ascii") for o in options]
         )
@@ -73,7 +77,10 @@ async def send_message(
         content = pipelining.content_for_data(data)
         replies, error = await protocol.exchange(commands, content, smtp.timeout)
         if reset:
-            if not replies or replies[0].code != SMTPStatus.completed:
+            # RSET refused (or no reply at all): the group's content was not sent, as it
+            # goes only after replies below 400 to every command.
+            if not replies or replies[0].code >= 400:
+                smtp.close()
                 return STALE
             replies = replies[1:]
         return _pipelined_outcome(smtp, replies, error)
@@ -111,6 +118,8 @@ def _pipelined_outcome(
 
 
 def _from_error(exc: BaseException) -> Outcome:
+    if isinstance(exc, ValueError):  # aiosmtplib refuses to write such an address
+        return Bounced(553, f"5.1.3 not a valid SMTP address: {exc}")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return _from_reply(exc.code, exc.message)
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, TimeoutError)):

@@ -15,6 +15,8 @@ aiosmtplib is pinned: the subclass uses its protocol's buffer, reply waiter and 
 
 from __future__ import annotations
 
+import re
+
 import aiosmtplib
 from aiosmtplib.protocol import (
     MAX_RESPONSE_LENGTH,
@@ -23,7 +25,7 @@ from aiosmtplib.protocol import (
     normalize_message_line_endings,
 )
 
-_CONTROL = frozenset(range(0x20)) | {0x7F}
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 MAX_BUFFERED = 8 * MAX_RESPONSE_LENGTH  # a group has at most five replies
 
 
@@ -56,7 +58,7 @@ class PipeliningProtocol(SMTPProtocol):
         if self._command_lock is None:
             raise aiosmtplib.SMTPServerDisconnected("Server not connected")
         for command in commands:
-            if any(byte in _CONTROL for byte in command):
+            if _CONTROL.search(command):
                 raise ValueError("SMTP command contains a control character")
         replies: list[aiosmtplib.SMTPResponse] = []
         async with self._command_lock:

@@ -71,8 +71,13 @@ class PoolDirectory:
         self.by_id: dict[str, SmtpPool] = {}
         self._relays: dict[str, RelayConfig] = {}
         self._versions: dict[str, object] = {}
+        # Derived per message and per report, so kept until the next refresh.
+        self._routes: dict[tuple[str, str | None], tuple[Route | None, list[SmtpPool]]] = {}
+        self._rates: dict[str, float | None] = {}
 
     async def refresh(self, session: AsyncSession, account_ids: Iterable[str]) -> None:
+        self._routes.clear()
+        self._rates.clear()
         for account_id in account_ids:
             rows = list(await pools_repo.list_pools(session, account_id))
             self.by_account[account_id] = rows
@@ -85,7 +90,19 @@ class PoolDirectory:
     def candidates(
         self, account_id: str, wanted: str | None
     ) -> tuple[Route | None, list[SmtpPool]]:
-        return candidates(self.by_account.get(account_id, []), wanted)
+        """``candidates`` for the account's pools (the list must not be changed)."""
+        key = (account_id, wanted)
+        found = self._routes.get(key)
+        if found is None:
+            found = self._routes[key] = candidates(self.by_account.get(account_id, []), wanted)
+        return found
+
+    def rate(self, pool_id: str) -> float | None:
+        """The pool's configured rate limit per second, if any (None for an unknown pool)."""
+        if pool_id not in self._rates:
+            pool = self.by_id.get(pool_id)
+            self._rates[pool_id] = rate_per_second(pool) if pool is not None else None
+        return self._rates[pool_id]
 
     def relay(self, pool_id: str) -> RelayConfig:
         return self._relays[pool_id]

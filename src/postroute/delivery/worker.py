@@ -38,7 +38,7 @@ from postroute.delivery.pacing import Pacer, windows_for
 from postroute.delivery.probes import Prober
 from postroute.delivery.results import RelayDown, Sent
 from postroute.delivery.retry import RetryPolicy
-from postroute.delivery.routing import PoolDirectory, rate_per_second
+from postroute.delivery.routing import PoolDirectory
 from postroute.delivery.senders import POOL_DOWN, Job, PoolSender, Report, SenderDeps
 from postroute.messages.prepare import prepared_mime
 from postroute.pools import repository as pools_repo
@@ -259,15 +259,13 @@ class Worker:
         return sender
 
     def _rate(self, pool_id: str) -> float | None:
-        pool = self.directory.by_id.get(pool_id)
-        configured = rate_per_second(pool) if pool else None
+        configured = self.directory.rate(pool_id)
         effective = self.health.get(pool_id).effective_rate
         rates = [r for r in (configured, effective) if r is not None]
         return min(rates) if rates else None
 
     def _windows(self, pool_id: str) -> list[tuple[str, int, float]]:
-        pool = self.directory.by_id.get(pool_id)
-        configured = rate_per_second(pool) if pool else None
+        configured = self.directory.rate(pool_id)
         return windows_for(configured, self.health.get(pool_id).effective_rate, pool_id)
 
     def _gate(self, pool_id: str) -> str | None:
@@ -281,8 +279,7 @@ class Worker:
             return
         fl.reports.append(report)
         pool_id, outcome, now = report.job.pool_id, report.outcome, report.finished_at
-        pool = self.directory.by_id.get(pool_id)
-        configured = rate_per_second(pool) if pool else None
+        configured = self.directory.rate(pool_id)
         if isinstance(outcome, Sent):
             self.health.success(pool_id, now)
             self.health.recover(pool_id, configured, now)

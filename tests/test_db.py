@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from postroute.api.runtime import Runtime
-from postroute.db import begin_read, create_engine, session_factory, transaction
-from postroute.models import Account
+from postroute.db import begin_read, create_engine, insert_many, session_factory, transaction
+from postroute.models import Account, MessageContent
 from postroute.models.base import table_of
 from tests.conftest import BACKEND
 
@@ -95,3 +95,57 @@ async def test_timestamps_are_stored_as_utc_and_read_back_aware(
     assert stored is not None and stored.tzinfo is not None
     if BACKEND == "sqlite":  # sortable text, the same as SQLAlchemy's own SQLite DATETIME
         assert text == "2026-11-21 09:30:00.000005"
+
+
+async def test_bulk_inserts_store_what_the_orm_reads_back(runtime: Runtime) -> None:
+    """``insert_many`` (on SQLite a positional fast path with SQLAlchemy's own conversions)
+    stores booleans, timestamps, bytes and JSON as the ORM reads them; a column left out
+    gets its Python-side default."""
+    when = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+    accounts = [
+        {
+            "id": f"acct_{i}",
+            "name": f"n{i}",
+            "track_opens": i == 1,
+            "track_clicks": False,
+            "created_at": when,
+        }
+        for i in range(3)
+    ]
+    async with transaction(runtime.sessions) as session:
+        await insert_many(session, table_of(Account), accounts)
+        await insert_many(
+            session, table_of(Account), [{"id": "acct_d", "name": "d", "created_at": when}]
+        )
+        await insert_many(
+            session,
+            table_of(MessageContent),
+            [
+                {
+                    "id": "cnt_1",
+                    "account_id": "acct_1",
+                    "mime": b"\x00\xffbytes\r\n",
+                    "size": 9,
+                    "created_at": when,
+                }
+            ],
+        )
+    async with runtime.sessions() as session:
+        found = {a.id: a for a in await session.scalars(sa.select(Account))}
+        content = await session.get(MessageContent, "cnt_1")
+    assert [found[f"acct_{i}"].track_opens for i in range(3)] == [False, True, False]
+    assert found["acct_d"].track_opens is False and found["acct_d"].track_clicks is False
+    assert found["acct_2"].created_at == when
+    assert content is not None and content.mime == b"\x00\xffbytes\r\n"
+
+
+async def test_bulk_insert_rows_with_other_keys_write_nothing(runtime: Runtime) -> None:
+    rows = [
+        {"id": "acct_x", "name": "x", "created_at": datetime.now(UTC)},
+        {"id": "acct_y", "nom": "y", "created_at": datetime.now(UTC)},
+    ]
+    with pytest.raises((KeyError, sa.exc.StatementError)):
+        async with transaction(runtime.sessions) as session:
+            await insert_many(session, table_of(Account), rows)
+    async with runtime.sessions() as session:
+        assert await session.scalar(sa.select(sa.func.count()).select_from(Account)) == 0

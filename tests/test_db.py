@@ -9,7 +9,14 @@ import pytest
 import sqlalchemy as sa
 
 from postroute.api.runtime import Runtime
-from postroute.db import begin_read, create_engine, insert_many, session_factory, transaction
+from postroute.db import (
+    begin_read,
+    create_engine,
+    insert_many,
+    session_factory,
+    transaction,
+    update_by_key,
+)
 from postroute.models import Account, MessageContent
 from postroute.models.base import table_of
 from tests.conftest import BACKEND
@@ -149,3 +156,29 @@ async def test_bulk_insert_rows_with_other_keys_write_nothing(runtime: Runtime) 
             await insert_many(session, table_of(Account), rows)
     async with runtime.sessions() as session:
         assert await session.scalar(sa.select(sa.func.count()).select_from(Account)) == 0
+
+
+async def test_bulk_updates_by_key_with_different_columns_per_row(runtime: Runtime) -> None:
+    when = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+    later = when + timedelta(hours=1)
+    rows = [{"id": f"acct_{i}", "name": f"n{i}", "created_at": when} for i in range(3)]
+    async with transaction(runtime.sessions) as session:
+        await insert_many(session, table_of(Account), rows)
+    async with transaction(runtime.sessions) as session:
+        await update_by_key(
+            session,
+            table_of(Account),
+            "id",
+            [
+                {"id": "acct_0", "track_opens": True, "created_at": later},
+                {"id": "acct_1", "name": "renamed"},
+                {"id": "acct_2", "track_opens": True, "created_at": later},
+            ],
+        )
+    async with runtime.sessions() as session:
+        found = {a.id: a for a in await session.scalars(sa.select(Account))}
+    assert [(a.name, a.track_opens, a.created_at) for _, a in sorted(found.items())] == [
+        ("n0", True, later),
+        ("renamed", False, when),
+        ("n2", True, later),
+    ]

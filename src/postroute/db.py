@@ -153,14 +153,20 @@ async def insert_many(
     if plan is None or any(len(row) != len(keys) for row in rows):
         await conn.execute(sa.insert(table), list(rows))
         return
-    sql, get, processed = plan
+    await conn.exec_driver_sql(plan[0], _tuples(plan, rows))
+
+
+def _tuples(plan: _Plan, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Each row as the statement's positional parameters, converted as SQLAlchemy would.
+    A row without one of the keys raises KeyError: nothing is written."""
+    _, get, processed = plan
     params = []
     for row in rows:
-        values = list(get(row))  # a KeyError for a row with other keys: nothing written
+        values = list(get(row))
         for index, process in processed:
             values[index] = process(values[index])
         params.append(tuple(values))
-    await conn.exec_driver_sql(sql, params)
+    return params
 
 
 _Getter = Callable[[dict[str, Any]], Sequence[Any]]
@@ -173,17 +179,29 @@ def _positional_insert(table: sa.Table, keys: tuple[str, ...], dialect: Dialect)
     processors (the same conversions as ``conn.execute``), so that each row becomes a tuple
     without SQLAlchemy's per-row parameter machinery (half the send's insert CPU). None
     when a column left out has a Python-side default: that needs the full path."""
-    if len(keys) < 2 or any(
-        c.key not in keys and (c.default is not None or c.onupdate is not None) for c in table.c
-    ):
+    if any(c.key not in keys and c.default is not None for c in table.c):
         return None
-    compiled = sa.insert(table).compile(dialect=dialect, column_keys=list(keys))
+    return _positional(sa.insert(table), dialect, keys)
+
+
+@lru_cache(maxsize=256)
+def _positional(
+    stmt: sa.Insert | sa.Update, dialect: Dialect, keys: tuple[str, ...] | None = None
+) -> _Plan | None:
+    """The compiled SQL, a getter of the row values in its parameter order (bind names are
+    the column keys, or ``_<key>`` in :func:`_update`) and the bind processors to apply.
+    None for a table with ``onupdate`` columns: SQLAlchemy would add those itself."""
+    table = stmt.table
+    if not isinstance(table, sa.Table) or any(c.onupdate is not None for c in table.c):
+        return None
+    compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
     names = compiled.positiontup
-    if names is None or sorted(names) != sorted(keys):
+    if not names or len(names) < 2:
         return None
     processors: dict[str, Any] = dict(compiled._bind_processors)
     processed = [(i, processors[name]) for i, name in enumerate(names) if name in processors]
-    get: _Getter = itemgetter(*names)
+    columns = [n[1:] if isinstance(stmt, sa.Update) else n for n in names]
+    get: _Getter = itemgetter(*columns)
     return str(compiled), get, processed
 
 
@@ -194,15 +212,23 @@ async def update_by_key(
     columns (rows may set different columns)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        columns = tuple(sorted(c for c in row if c != key))
-        groups.setdefault(columns, []).append({f"_{c}": v for c, v in row.items()})
+        groups.setdefault(tuple(sorted(c for c in row if c != key)), []).append(row)
     if not groups:
         return
     conn = await session.connection()
-    for columns, params in groups.items():
-        stmt = (
-            sa.update(table)
-            .where(table.c[key] == sa.bindparam(f"_{key}"))
-            .values({c: sa.bindparam(f"_{c}") for c in columns})
-        )
-        await conn.execute(stmt, params)
+    for columns, group in groups.items():
+        stmt = _update(table, key, columns)
+        plan = _positional(stmt, conn.dialect) if conn.dialect.name == "sqlite" else None
+        if plan is None:
+            await conn.execute(stmt, [{f"_{c}": v for c, v in row.items()} for row in group])
+        else:
+            await conn.exec_driver_sql(plan[0], _tuples(plan, group))
+
+
+@lru_cache(maxsize=128)
+def _update(table: sa.Table, key: str, columns: tuple[str, ...]) -> sa.Update:
+    return (
+        sa.update(table)
+        .where(table.c[key] == sa.bindparam(f"_{key}"))
+        .values({c: sa.bindparam(f"_{c}") for c in columns})
+    )

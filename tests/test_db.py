@@ -182,3 +182,19 @@ async def test_bulk_updates_by_key_with_different_columns_per_row(runtime: Runti
         ("renamed", False, when),
         ("n2", True, later),
     ]
+
+
+async def test_a_failing_bulk_insert_raises_sqlalchemys_error_without_the_values(
+    runtime: Runtime,
+) -> None:
+    row = {"id": "acct_dup", "name": "secret-looking-value", "created_at": datetime.now(UTC)}
+    async with transaction(runtime.sessions) as session:
+        await insert_many(session, table_of(Account), [row])
+    with pytest.raises(sa.exc.IntegrityError) as caught:
+        async with transaction(runtime.sessions) as session:
+            await insert_many(session, table_of(Account), [{**row, "name": "zz-second-value"}])
+    assert "secret-looking-value" not in str(caught.value)
+    assert "zz-second-value" not in str(caught.value)
+    async with runtime.sessions() as session:  # the first row only
+        names = list(await session.scalars(sa.select(Account.name)))
+    assert names == ["secret-looking-value"]

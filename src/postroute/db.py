@@ -4,6 +4,7 @@ session (request, job, command) commits it."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -153,7 +155,23 @@ async def insert_many(
     if plan is None or any(len(row) != len(keys) for row in rows):
         await conn.execute(sa.insert(table), list(rows))
         return
-    await conn.exec_driver_sql(plan[0], _tuples(plan, rows))
+    await _executemany(conn, plan[0], _tuples(plan, rows))
+
+
+async def _executemany(conn: AsyncConnection, sql: str, params: list[tuple[Any, ...]]) -> None:
+    """On aiosqlite's connection itself: one hand-off to its thread. Through SQLAlchemy's
+    cursor a statement takes three (cursor, execute, close), and in a busy event loop each
+    return waits its turn: the write lock is held that much longer. The statement runs in
+    the transaction SQLAlchemy began on this connection; errors are SQLAlchemy's (without
+    the parameters), as from ``conn.execute``."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None, "a connection in a transaction has its driver connection"
+    try:
+        await driver.executemany(sql, params)
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(
+            sql, None, exc, sqlite3.Error, hide_parameters=True
+        ) from None
 
 
 def _tuples(plan: _Plan, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -222,7 +240,7 @@ async def update_by_key(
         if plan is None:
             await conn.execute(stmt, [{f"_{c}": v for c, v in row.items()} for row in group])
         else:
-            await conn.exec_driver_sql(plan[0], _tuples(plan, group))
+            await _executemany(conn, plan[0], _tuples(plan, group))
 
 
 @lru_cache(maxsize=128)

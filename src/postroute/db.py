@@ -86,20 +86,31 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        # On aiosqlite's connection itself: one hand-off to its thread, not three.
+        driver = conn.connection.driver_connection
         if conn.get_execution_options().get(_READ_ONLY, False):
-            conn.exec_driver_sql("BEGIN")  # WAL: a reader never waits
+            _begin(driver, "BEGIN")  # WAL: a reader never waits
             return
         deadline = time.monotonic() + LOCK_TIMEOUT
         delay = LOCK_RETRY_FIRST
         while True:
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                _begin(driver, "BEGIN IMMEDIATE")
                 return
             except OperationalError as exc:
                 if "locked" not in str(exc.orig) or time.monotonic() > deadline:
                     raise
             _sleep(delay)
             delay = min(delay * 2, LOCK_RETRY_MAX)
+
+
+def _begin(driver: Any, sql: str) -> None:
+    """``sql`` on the aiosqlite connection, from SQLAlchemy's greenlet; sqlite3's error
+    as SQLAlchemy's."""
+    try:
+        await_(driver.execute(sql))
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, None, exc, sqlite3.Error) from None
 
 
 LOCK_TIMEOUT = 30.0  # seconds a transaction waits for SQLite's write lock

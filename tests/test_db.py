@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -18,7 +19,7 @@ from postroute.db import (
     update_by_key,
 )
 from postroute.models import Account, MessageContent
-from postroute.models.base import table_of
+from postroute.models.base import _sqlite_text, table_of
 from tests.conftest import BACKEND
 
 
@@ -151,7 +152,7 @@ async def test_bulk_insert_rows_with_other_keys_write_nothing(runtime: Runtime) 
         {"id": "acct_x", "name": "x", "created_at": datetime.now(UTC)},
         {"id": "acct_y", "nom": "y", "created_at": datetime.now(UTC)},
     ]
-    with pytest.raises((KeyError, sa.exc.StatementError)):
+    with pytest.raises(sa.exc.StatementError):
         async with transaction(runtime.sessions) as session:
             await insert_many(session, table_of(Account), rows)
     async with runtime.sessions() as session:
@@ -198,3 +199,14 @@ async def test_a_failing_bulk_insert_raises_sqlalchemys_error_without_the_values
     async with runtime.sessions() as session:  # the first row only
         names = list(await session.scalars(sa.select(Account.name)))
     assert names == ["secret-looking-value"]
+
+
+def test_sqlite_timestamp_text_tells_apart_times_that_differ_only_in_fold() -> None:
+    """The text cache must not confuse two instants that compare equal (a repeated hour)."""
+    new_york = ZoneInfo("America/New_York")
+    first = datetime(2023, 11, 5, 1, 30, tzinfo=new_york)  # EDT, 05:30 UTC
+    second = first.replace(fold=1)  # the hour again, EST: 06:30 UTC
+    assert first == second
+    assert _sqlite_text(first) == "2023-11-05 05:30:00.000000"
+    assert _sqlite_text(second) == "2023-11-05 06:30:00.000000"
+    assert _sqlite_text(datetime(2023, 11, 5, 6, 30, tzinfo=UTC)) == "2023-11-05 06:30:00.000000"

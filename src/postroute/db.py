@@ -166,28 +166,29 @@ async def insert_many(
     if plan is None or any(len(row) != len(keys) for row in rows):
         await conn.execute(sa.insert(table), list(rows))
         return
-    await _executemany(conn, plan[0], _tuples(plan, rows))
+    await _executemany(conn, plan, rows)
 
 
-async def _executemany(conn: AsyncConnection, sql: str, params: list[tuple[Any, ...]]) -> None:
+async def _executemany(conn: AsyncConnection, plan: _Plan, rows: Sequence[dict[str, Any]]) -> None:
     """On aiosqlite's connection itself: one hand-off to its thread. Through SQLAlchemy's
     cursor a statement takes three (cursor, execute, close), and in a busy event loop each
     return waits its turn: the write lock is held that much longer. The statement runs in
     the transaction SQLAlchemy began on this connection; errors are SQLAlchemy's (without
-    the parameters), as from ``conn.execute``."""
+    the parameters), as from ``conn.execute``: a DBAPIError for the database's, else a
+    StatementError (e.g. a row without one of the keys: nothing is written)."""
+    sql = plan[0]
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None, "a connection in a transaction has its driver connection"
     try:
-        await driver.executemany(sql, params)
-    except sqlite3.Error as exc:
+        await driver.executemany(sql, _tuples(plan, rows))
+    except Exception as exc:
         raise sa.exc.DBAPIError.instance(
             sql, None, exc, sqlite3.Error, hide_parameters=True
         ) from None
 
 
 def _tuples(plan: _Plan, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    """Each row as the statement's positional parameters, converted as SQLAlchemy would.
-    A row without one of the keys raises KeyError: nothing is written."""
+    """Each row as the statement's positional parameters, converted as SQLAlchemy would."""
     _, get, processed = plan
     params = []
     for row in rows:
@@ -251,7 +252,7 @@ async def update_by_key(
         if plan is None:
             await conn.execute(stmt, [{f"_{c}": v for c, v in row.items()} for row in group])
         else:
-            await _executemany(conn, plan[0], _tuples(plan, group))
+            await _executemany(conn, plan, group)
 
 
 @lru_cache(maxsize=128)

@@ -76,8 +76,6 @@ class PoolDirectory:
         self._rates: dict[str, float | None] = {}
 
     async def refresh(self, session: AsyncSession, account_ids: Iterable[str]) -> None:
-        self._routes.clear()
-        self._rates.clear()
         for account_id in account_ids:
             rows = list(await pools_repo.list_pools(session, account_id))
             self.by_account[account_id] = rows
@@ -86,6 +84,9 @@ class PoolDirectory:
                 if self._versions.get(pool.id) != pool.updated_at:
                     self._relays[pool.id] = pools.relay_config(pool, self._box)
                     self._versions[pool.id] = pool.updated_at
+        # After the last await: nothing derived from the pools read before stays.
+        self._routes.clear()
+        self._rates.clear()
 
     def candidates(
         self, account_id: str, wanted: str | None

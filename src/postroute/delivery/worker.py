@@ -332,10 +332,11 @@ class Worker:
         self._finish(fl)
 
     def _finish(self, fl: InFlight) -> None:
+        had_room = self._room()
         self._finished.append(fl)
         self._reported.set()
-        if self._room():  # half the senders' work is done: claim more while it is written
-            self._wake.set()
+        if not had_room and self._room():  # half the senders' work is done: claim more
+            self._wake.set()  # (once, when room opens; not on every finished message)
 
     # -- recording -------------------------------------------------------------------------
 
@@ -376,7 +377,7 @@ class Worker:
         if not self._finished:
             return
         batch, self._finished = self._finished, []
-        self._recording = len(batch)
+        self._recording += len(batch)
         rows = recorder.Rows()
         for fl in batch:
             if recorder.really_tried(fl):
@@ -399,7 +400,7 @@ class Worker:
             self._reported.set()
             raise
         finally:
-            self._recording = 0
+            self._recording -= len(batch)
         for pool_id, when in written:  # committed: now the book may skip unchanged ones
             self.health.written(pool_id, when)
         for fl in batch:

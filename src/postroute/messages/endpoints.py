@@ -75,13 +75,13 @@ async def _send(
     for _ in range(2):  # a second pass when a concurrent duplicate won the race
         if (replayed := await replay()) is not None:
             return replayed
-        await service.store_prepared(session, prepared)
-        if key:
-            payload: dict[str, Any] = json.loads(body)
-            await service.remember(
-                session, account.account_id, key, body_hash, 202, payload, rt.clock
-            )
         try:
+            await service.store_prepared(session, prepared)
+            if key:  # on PostgreSQL a concurrent duplicate key fails here, at the INSERT
+                payload: dict[str, Any] = json.loads(body)
+                await service.remember(
+                    session, account.account_id, key, body_hash, 202, payload, rt.clock
+                )
             await session.commit()
         except IntegrityError:
             await session.rollback()

@@ -69,14 +69,19 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-@lru_cache(maxsize=256)  # the rows of one request or one batch share their timestamps
 def _sqlite_text(value: datetime | None) -> str | None:
     """``process_bind_param`` and ``_SQLiteDateTime``'s bind step in one: naive UTC text."""
     if value is None:
         return None
-    if value.tzinfo is not None:
-        value = (value if value.tzinfo is UTC else value.astimezone(UTC)).replace(tzinfo=None)
-    return value.isoformat(" ", "microseconds")
+    if value.tzinfo is None or value.tzinfo is UTC:
+        return _utc_text(value)
+    # Another zone: not cached, as two times that differ only in ``fold`` compare equal.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+@lru_cache(maxsize=256)  # the rows of one request or one batch share their timestamps
+def _utc_text(value: datetime) -> str:
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class Base(DeclarativeBase):

@@ -1,5 +1,6 @@
-"""Engine, sessions and bulk statements (Core ``executemany``). The caller that opens a
-session (request, job, command) commits it."""
+"""Engine, sessions and bulk statements (Core ``executemany``; on SQLite positional rows
+handed to aiosqlite in one go). The caller that opens a session (request, job, command)
+commits it."""
 
 from __future__ import annotations
 
@@ -151,8 +152,8 @@ async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
             raise
 
 
-# Core executemany: the ORM's bulk paths cost about twice the CPU per row and add nothing
-# for plain rows keyed by column name.
+# Core executemany (PostgreSQL) or its positional form (SQLite): the ORM's bulk paths cost
+# about twice the CPU per row and add nothing for plain rows keyed by column name.
 
 
 async def insert_many(

@@ -1,6 +1,8 @@
 import base64
+import os
 import random
 import re
+import time
 
 from postroute.kit import ids
 
@@ -21,3 +23,30 @@ def test_ids_sort_in_creation_order_within_a_millisecond() -> None:
     made = [ids.new_id(ids.EVENT) for _ in range(5000)]
     assert made == sorted(made)
     assert len(set(made)) == len(made)
+
+
+def test_random_parts_do_not_repeat_across_many_ids() -> None:
+    # Random bits come from a buffer of OS randomness: each millisecond's first id takes
+    # fresh bits, never bits an earlier id used.
+    made = []
+    for _ in range(50):
+        made.append(ids.new_id(ids.EVENT))
+        time.sleep(0.0011)  # a new millisecond: fresh random bits
+    randoms = [m[-16:] for m in made]  # the 80 random bits
+    assert len(set(randoms)) == len(randoms)
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    ids.new_id(ids.MESSAGE)  # the parent has random bytes and a last id
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then leave at once
+        os.write(write, ids.new_id(ids.MESSAGE).encode())
+        os._exit(0)
+    os.close(write)
+    mine = ids.new_id(ids.MESSAGE)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as pipe:
+        childs = pipe.read().decode()
+    assert childs != mine
+    assert childs[-16:] != mine[-16:]

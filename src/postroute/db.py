@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import await_
 
 SessionFactory = async_sessionmaker[AsyncSession]
@@ -75,15 +76,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL: each commit is fsync'd, so a 202 or a 250 survives a power cut, not only a
-        # crash of the process (WAL + NORMAL may lose the last commits). About 0.13 ms
-        # per commit on this project's machines, shared by a whole batch or group commit.
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=0")  # BEGIN IMMEDIATE is retried in _on_begin
-        cursor.close()
+        tune_sqlite_connection(dbapi_conn)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -103,6 +96,19 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
                     raise
             _sleep(delay)
             delay = min(delay * 2, LOCK_RETRY_MAX)
+
+
+def tune_sqlite_connection(conn: Any) -> None:
+    """The settings of every SQLite connection (SQLAlchemy's, and the bulk writer's)."""
+    cursor = conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: each commit is fsync'd, so a 202 or a 250 survives a power cut, not only a
+    # crash of the process (WAL + NORMAL may lose the last commits). About 0.13 ms
+    # per commit on this project's machines, shared by a whole batch or group commit.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=0")  # BEGIN IMMEDIATE is retried by the caller
+    cursor.close()
 
 
 def _begin(driver: Any, sql: str) -> None:
@@ -163,14 +169,14 @@ async def insert_many(
         return
     conn = await session.connection()
     keys = tuple(rows[0])
-    plan = _positional_insert(table, keys, conn.dialect) if conn.dialect.name == "sqlite" else None
+    plan = positional_insert(table, keys, conn.dialect) if conn.dialect.name == "sqlite" else None
     if plan is None or any(len(row) != len(keys) for row in rows):
         await conn.execute(sa.insert(table), list(rows))
         return
     await _executemany(conn, plan, rows)
 
 
-async def _executemany(conn: AsyncConnection, plan: _Plan, rows: Sequence[dict[str, Any]]) -> None:
+async def _executemany(conn: AsyncConnection, plan: Plan, rows: Sequence[dict[str, Any]]) -> None:
     """On aiosqlite's connection itself: one hand-off to its thread. Through SQLAlchemy's
     cursor a statement takes three (cursor, execute, close), and in a busy event loop each
     return waits its turn: the write lock is held that much longer. The statement runs in
@@ -181,14 +187,14 @@ async def _executemany(conn: AsyncConnection, plan: _Plan, rows: Sequence[dict[s
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None, "a connection in a transaction has its driver connection"
     try:
-        await driver.executemany(sql, _tuples(plan, rows))
+        await driver.executemany(sql, positional_rows(plan, rows))
     except Exception as exc:
         raise sa.exc.DBAPIError.instance(
             sql, None, exc, sqlite3.Error, hide_parameters=True
         ) from None
 
 
-def _tuples(plan: _Plan, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+def positional_rows(plan: Plan, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """Each row as the statement's positional parameters, converted as SQLAlchemy would."""
     _, get, processed = plan
     params = []
@@ -200,25 +206,25 @@ def _tuples(plan: _Plan, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]
     return params
 
 
-_Getter = Callable[[dict[str, Any]], Sequence[Any]]
-_Plan = tuple[str, _Getter, list[tuple[int, Callable[[Any], Any]]]]
+Getter = Callable[[dict[str, Any]], Sequence[Any]]
+Plan = tuple[str, Getter, list[tuple[int, Callable[[Any], Any]]]]
 
 
 @lru_cache(maxsize=128)
-def _positional_insert(table: sa.Table, keys: tuple[str, ...], dialect: Dialect) -> _Plan | None:
+def positional_insert(table: sa.Table, keys: tuple[str, ...], dialect: Dialect) -> Plan | None:
     """SQLite: the INSERT as SQLAlchemy compiles it for these keys, and its bind
     processors (the same conversions as ``conn.execute``), so that each row becomes a tuple
     without SQLAlchemy's per-row parameter machinery (half the send's insert CPU). None
     when a column left out has a Python-side default: that needs the full path."""
     if any(c.key not in keys and c.default is not None for c in table.c):
         return None
-    return _positional(sa.insert(table), dialect, keys)
+    return positional(sa.insert(table), dialect, keys)
 
 
 @lru_cache(maxsize=256)
-def _positional(
+def positional(
     stmt: sa.Insert | sa.Update, dialect: Dialect, keys: tuple[str, ...] | None = None
-) -> _Plan | None:
+) -> Plan | None:
     """The compiled SQL, a getter of the row values in its parameter order (bind names are
     the column keys, or ``_<key>`` in :func:`_update`) and the bind processors to apply.
     None for a table with ``onupdate`` columns: SQLAlchemy would add those itself."""
@@ -232,8 +238,61 @@ def _positional(
     processors: dict[str, Any] = dict(compiled._bind_processors)
     processed = [(i, processors[name]) for i, name in enumerate(names) if name in processors]
     columns = [n[1:] if isinstance(stmt, sa.Update) else n for n in names]
-    get: _Getter = itemgetter(*columns)
+    get: Getter = itemgetter(*columns)
     return str(compiled), get, processed
+
+
+async def fetch_all(
+    session: AsyncSession, stmt: sa.Select[*tuple[Any, ...]], params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """The rows of ``stmt`` (a statement built once, with named bind parameters) for
+    ``params``, in the session's transaction. On SQLite in one hand-off to aiosqlite's
+    thread and with the values as the driver returns them (a timestamp is its text): for
+    comparing with rows read the same way, not for showing. Elsewhere SQLAlchemy's rows."""
+    conn = await session.connection()
+    if conn.dialect.name != "sqlite":
+        return [tuple(row) for row in (await conn.execute(stmt, params)).all()]
+    sql, values = positional_params(stmt, conn.dialect, params)
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None, "a connection in a transaction has its driver connection"
+    try:
+        rows = await driver.execute_fetchall(sql, values)
+    except Exception as exc:
+        raise sa.exc.DBAPIError.instance(
+            sql, None, exc, sqlite3.Error, hide_parameters=True
+        ) from None
+    return [tuple(row) for row in rows]
+
+
+_Processed = list[tuple[int, Callable[[Any], Any]]]
+
+
+def positional_params(
+    stmt: sa.ClauseElement, dialect: Dialect, params: dict[str, Any]
+) -> tuple[str, list[Any]]:
+    """SQLite: ``stmt``'s SQL and ``params`` (by bind name) as its positional values."""
+    sql, names, todo = named(stmt, dialect)
+    return sql, list(processed([params[name] for name in names], todo))
+
+
+@lru_cache(maxsize=64)
+def named(stmt: sa.ClauseElement, dialect: Dialect) -> tuple[str, list[str], _Processed]:
+    """A statement built once (named bind parameters) compiled for a positional dialect:
+    its SQL, the bind names in parameter order, and the bind processors to apply."""
+    compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))
+    names = list(compiled.positiontup or ())
+    processors: dict[str, Any] = dict(compiled._bind_processors)
+    return (
+        str(compiled),
+        names,
+        [(i, processors[n]) for i, n in enumerate(names) if n in processors],
+    )
+
+
+def processed(values: list[Any], todo: _Processed) -> tuple[Any, ...]:
+    for index, process in todo:
+        values[index] = process(values[index])
+    return tuple(values)
 
 
 async def update_by_key(
@@ -241,19 +300,26 @@ async def update_by_key(
 ) -> None:
     """``UPDATE table SET ... WHERE key = :key`` for each row, one executemany per set of
     columns (rows may set different columns)."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(sorted(c for c in row if c != key)), []).append(row)
-    if not groups:
+    statements = updates_by_key(table, key, rows)
+    if not statements:
         return
     conn = await session.connection()
-    for columns, group in groups.items():
-        stmt = _update(table, key, columns)
-        plan = _positional(stmt, conn.dialect) if conn.dialect.name == "sqlite" else None
+    for stmt, group in statements:
+        plan = positional(stmt, conn.dialect) if conn.dialect.name == "sqlite" else None
         if plan is None:
             await conn.execute(stmt, [{f"_{c}": v for c, v in row.items()} for row in group])
         else:
             await _executemany(conn, plan, group)
+
+
+def updates_by_key(
+    table: sa.Table, key: str, rows: Sequence[dict[str, Any]]
+) -> list[tuple[sa.Update, list[dict[str, Any]]]]:
+    """The statement per set of columns set (bind names ``_<column>``) and its rows."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(c for c in row if c != key)), []).append(row)
+    return [(_update(table, key, columns), group) for columns, group in groups.items()]
 
 
 @lru_cache(maxsize=128)

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from postroute import sqlite_writer
 from postroute.config import Settings
 from postroute.db import SessionFactory, create_engine, session_factory
 from postroute.kit.clock import Clock, SystemClock
 from postroute.kit.crypto import SecretBox
 from postroute.pools.relay_config import ClientOptions
+from postroute.sqlite_writer import SqliteWriter
 
 
 def _no_op() -> None:
@@ -30,6 +32,8 @@ class Runtime:
     redis: aioredis.Redis | None = None  # shared limits across workers when configured
     # Called after new mail is queued, so an in-process worker starts at once.
     wake_worker: Callable[[], None] = field(default=_no_op)
+    # SQLite: whole write transactions in one hand-off, for the busiest writers.
+    writer: SqliteWriter | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
@@ -46,9 +50,12 @@ class Runtime:
                 helo_name=settings.relay_helo_name,
             ),
             redis=aioredis.from_url(settings.redis_url) if settings.redis_url else None,
+            writer=sqlite_writer.for_url(settings.db_url),
         )
 
     async def close(self) -> None:
         if self.redis is not None:
             await self.redis.aclose()
+        if self.writer is not None:
+            await self.writer.close()
         await self.engine.dispose()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import events
@@ -23,7 +24,10 @@ from postroute.delivery.results import Bounced, Deferred, Outcome, RelayDown, Se
 from postroute.delivery.retry import RetryPolicy
 from postroute.delivery.senders import POOL_DOWN, Report
 from postroute.kit import ids
+from postroute.models import DeliveryAttempt, Message, MessageEvent
+from postroute.models.base import table_of
 from postroute.pools import repository as pools_repo
+from postroute.sqlite_writer import Unit
 
 
 @dataclass
@@ -200,6 +204,25 @@ async def write(
         ):
             written.append((pool_id, when))
     return written
+
+
+def unit_for(rows: Rows, owner: str, book: HealthBook, dialect: Dialect) -> Unit | None:
+    """:func:`write` for a SQLite writer, in one hand-off: written only if this worker
+    still leases every message (else nothing, and :func:`write` sorts them out). None
+    when a pool's health row is due (that needs a locked read: :func:`write` does it)."""
+    if any(book.needs_write(pool_id, when) for pool_id, when in rows.touched.items()):
+        return None
+    unit = Unit(dialect)
+    repo.unit_queue_changes(unit, owner, rows.finished, rows.rescheduled)
+    unit.insert(table_of(DeliveryAttempt), rows.attempts)
+    unit.insert(table_of(MessageEvent), rows.events)
+    unit.update(table_of(Message), "id", rows.messages)
+    for pool_id in set(rows.sent) | set(rows.refunds):
+        day = rows.touched.get(pool_id)
+        if day is not None:
+            count = rows.sent[pool_id] - rows.refunds[pool_id]
+            pools_repo.unit_add_usage(unit, pool_id, day.date(), sent=count)
+    return unit
 
 
 def _only(rows: Rows, owned: set[str]) -> Rows:

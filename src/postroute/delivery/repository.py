@@ -20,6 +20,7 @@ from postroute.models import (
     MessageEvent,
 )
 from postroute.models.base import table_of
+from postroute.sqlite_writer import Unit
 
 QUEUED = "queued"
 LEASED = "leased"
@@ -129,6 +130,40 @@ async def release(session: AsyncSession, owner: str, ids: Sequence[str], now: da
             .execution_options(synchronize_session=False)
         )
         await session.execute(stmt)
+
+
+def _column(name: str) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=table_of(Delivery).c[name].type)
+
+
+_OWNED = (
+    Delivery.message_id == sa.bindparam("message_id"),
+    Delivery.lease_owner == sa.bindparam("owner"),
+)
+_FINISH = sa.delete(Delivery).where(*_OWNED)
+_RESCHEDULE = (
+    sa.update(Delivery)
+    .where(*_OWNED)
+    .values(
+        state=QUEUED,
+        lease_owner=sa.null(),
+        lease_expires_at=sa.null(),
+        next_attempt_at=_column("next_attempt_at"),
+        attempts=_column("attempts"),
+        pool_id=_column("pool_id"),
+    )
+)
+
+
+def unit_queue_changes(
+    unit: Unit, owner: str, finished: Sequence[str], rescheduled: Sequence[dict[str, Any]]
+) -> None:
+    """:func:`finish` and :func:`reschedule` for a SQLite writer's unit, each row only
+    while ``owner`` leases it: the unit is written only if every row still is."""
+    done = [{"message_id": m, "owner": owner} for m in finished]
+    unit.execute(_FINISH, done, expect=len(done))
+    again = [{**r, "owner": owner} for r in rescheduled]
+    unit.execute(_RESCHEDULE, again, expect=len(again))
 
 
 async def update_messages(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

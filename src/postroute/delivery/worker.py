@@ -392,9 +392,7 @@ class Worker:
                     hold = Hold(now, POOL_DOWN, "pool came back")
                 recorder.add_hold(rows, fl, hold, now, fl.claimed.created_at + self.max_age)
         try:
-            async with transaction(self.rt.sessions) as session:
-                ids = [fl.claimed.message_id for fl in batch]
-                written = await recorder.write(session, self.owner, rows, ids, self.health)
+            written = await self._write(rows, [fl.claimed.message_id for fl in batch])
         except Exception:
             self._finished = batch + self._finished  # keep them; the leases still hold
             self._reported.set()
@@ -407,6 +405,17 @@ class Worker:
             self._inflight.pop(fl.claimed.message_id, None)
         if self._room():
             self._wake.set()
+
+    async def _write(self, rows: recorder.Rows, ids: list[str]) -> list[tuple[str, datetime]]:
+        """Outcomes in one hand-off to SQLite's writer when it can take them, else (or when
+        a lease was lost meanwhile) in an ordinary transaction."""
+        writer = self.rt.writer
+        if writer is not None:
+            unit = recorder.unit_for(rows, self.owner, self.health, self.rt.engine.dialect)
+            if unit is not None and await writer.write(lambda: unit):
+                return []
+        async with transaction(self.rt.sessions) as session:
+            return await recorder.write(session, self.owner, rows, ids, self.health)
 
     async def _give_back(self, takes: list[tuple[InFlight, Take]], now: datetime) -> None:
         """Release messages that were taken but not sent, with their daily-limit slots."""

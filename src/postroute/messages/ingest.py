@@ -1,5 +1,5 @@
 """Mail submitted over SMTP: read its headers, apply the ``X-Postroute-*`` controls,
-validate as the HTTP API does, and store it with :func:`service.store_many`.
+validate as the HTTP API does, and store it with :func:`service.store_prepared`.
 
 The message is kept as the client sent it. Only whole header fields are removed
 (the controls, ``Message-ID`` and ``Bcc``), ``X-List-Unsubscribe`` is renamed in place,
@@ -8,7 +8,10 @@ every other header byte and the body stay as they are (no re-encoding). Only the
 block is parsed, and only the fields Postroute needs are decoded.
 
 :func:`parse` is pure CPU work on bytes (the SMTP handler may run it in a thread);
-:func:`submit` stores several SMTP transactions in the caller's transaction.
+:func:`plan` validates and builds rows against the account's pools as read earlier
+(:func:`read_pools`, kept by the caller), outside any transaction; :func:`store` stores
+several planned SMTP transactions in the caller's transaction, after checking that
+those pools still hold.
 """
 
 from __future__ import annotations
@@ -19,18 +22,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
+from typing import Any
 
 from pydantic_core import PydanticCustomError
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
 from postroute.messages import header_block
+from postroute.messages import repository as messages_repo
 from postroute.messages import validation as v
 from postroute.messages.compose import with_headers
 from postroute.messages.schemas import SendResponse
-from postroute.messages.service import Recipient, Submission, resolve_pool, route_note, store_many
+from postroute.messages.service import (
+    Prepared,
+    Recipient,
+    Submission,
+    combine,
+    prepare,
+    resolve_pool,
+    route_note,
+    store_prepared,
+)
 from postroute.models import SmtpPool
 from postroute.pools import repository as pools_repo
+from postroute.sqlite_writer import Unit
 
 SOURCE = "smtp"
 TAGS = "x-postroute-tags"
@@ -200,31 +216,85 @@ class Request:
     rcpt_tos: Sequence[str]
 
 
-async def submit(
-    session: AsyncSession, requests: Sequence[Request], now: datetime, *, max_recipients: int
-) -> list[SendResponse | errors.DomainError]:
-    """Validate each request (pool, recipients, From default) and store the valid ones,
-    together in bulk statements: one message per distinct envelope recipient. A refused
-    request gets a DomainError with every problem in its place and writes nothing."""
-    pools: dict[str, list[SmtpPool]] = {}
-    results: list[SendResponse | errors.DomainError | None] = []
-    valid: list[tuple[int, tuple[str, Submission]]] = []
-    for request in requests:
-        if request.account_id not in pools:
-            found = await pools_repo.list_pools(session, request.account_id)
-            pools[request.account_id] = list(found)
-        try:
-            submission = _submission(request, pools[request.account_id], max_recipients)
-        except errors.DomainError as exc:
-            results.append(exc)
-            continue
-        valid.append((len(results), (request.account_id, submission)))
-        results.append(None)  # its reply, once stored
-    if valid:
-        stored = await store_many(session, [entry for _, entry in valid], now)
-        for (index, _), reply in zip(valid, stored, strict=True):
-            results[index] = reply
-    return [result for result in results if result is not None]
+@dataclass(frozen=True)
+class Pools:
+    """One account's pools as read at one time, with their stamp
+    (:func:`pools_repo.pools_stamp`): a request is planned against them outside any
+    write transaction, and the stamp tells at commit time whether they still hold."""
+
+    account_id: str
+    pools: list[SmtpPool]
+    stamp: tuple[Any, ...]
+
+
+async def read_pools(session: AsyncSession, account_id: str) -> Pools:
+    # The stamp first: if a pool changes in between, the pools are newer than their
+    # stamp, and the check at commit time re-validates (never the other way round).
+    stamp = await pools_repo.pools_stamp(session, account_id)
+    return Pools(account_id, list(await pools_repo.list_pools(session, account_id)), stamp)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A request validated against ``stamp``'s pools and made into rows and a reply."""
+
+    request: Request
+    now: datetime
+    stamp: tuple[Any, ...]
+    prepared: Prepared
+
+
+def plan(request: Request, pools: Pools, now: datetime, *, max_recipients: int) -> Planned:
+    """Validate ``request`` (pool, recipients, From default) and build its rows: no
+    database work, so that it is done before SQLite's write lock is taken. A refused
+    request raises a DomainError with every problem in its place."""
+    submission = _submission(request, pools.pools, max_recipients)
+    prepared = prepare([(request.account_id, submission)], now)
+    return Planned(request, now, pools.stamp, prepared)
+
+
+async def store(
+    session: AsyncSession, planned: Sequence[Planned], *, max_recipients: int
+) -> tuple[list[SendResponse | errors.DomainError], dict[str, Pools]]:
+    """Store planned requests in the caller's transaction, together in bulk statements.
+
+    Each was planned against pools read earlier. Where an account's pools have changed
+    since (another stamp), its requests are planned again against the pools read now, in
+    this transaction, and may be refused (a DomainError in their place; nothing written).
+    Returns the results in order and the pools read here, per account."""
+    stamps: dict[str, tuple[Any, ...]] = {}
+    fresh: dict[str, Pools] = {}
+    results: list[SendResponse | errors.DomainError] = []
+    parts: list[Prepared] = []
+    for item in planned:
+        account = item.request.account_id
+        if account not in stamps:
+            stamps[account] = await pools_repo.pools_stamp(session, account)
+        if item.stamp != stamps[account]:
+            if account not in fresh:
+                fresh[account] = await read_pools(session, account)
+            try:
+                item = plan(item.request, fresh[account], item.now, max_recipients=max_recipients)
+            except errors.DomainError as exc:
+                results.append(exc)
+                continue
+        parts.append(item.prepared)
+        results.append(item.prepared.replies[0])
+    if parts:
+        await store_prepared(session, combine(parts))
+    return results, fresh
+
+
+def unit_of(planned: Sequence[Planned], dialect: Dialect) -> tuple[Unit, list[SendResponse]]:
+    """:func:`store`'s transaction for a SQLite writer, in one hand-off, with the replies.
+    It is written only while every account's pools are still those the requests were
+    planned with (else nothing is written, and :func:`store` does it)."""
+    unit = Unit(dialect)
+    for account_id, stamp in dict.fromkeys((p.request.account_id, p.stamp) for p in planned):
+        pools_repo.guard_stamp(unit, account_id, stamp)
+    combined = combine([p.prepared for p in planned])
+    messages_repo.add_submission(unit, combined.rows)
+    return unit, combined.replies
 
 
 def _submission(request: Request, pools: list[SmtpPool], max_recipients: int) -> Submission:

@@ -21,6 +21,7 @@ from postroute.models import (
     MessageTag,
 )
 from postroute.models.base import table_of
+from postroute.sqlite_writer import Unit
 
 
 @dataclass
@@ -37,14 +38,25 @@ async def insert_submission(session: AsyncSession, rows: SubmissionRows) -> None
 
     Core ``executemany`` on the tables (keys are column names): the ORM's bulk insert
     path costs about twice as much CPU per row and adds nothing here."""
-    for model, values in (
-        (MessageContent, rows.contents),
-        (Message, rows.messages),
-        (MessageTag, rows.tags),
-        (Delivery, rows.deliveries),
-        (MessageEvent, rows.events),
-    ):
-        await insert_many(session, table_of(model), values)
+    for table, values in _in_order(rows):
+        await insert_many(session, table, values)
+
+
+def add_submission(unit: Unit, rows: SubmissionRows) -> None:
+    """The same inserts as :func:`insert_submission`, in a SQLite writer's unit."""
+    for table, values in _in_order(rows):
+        unit.insert(table, values)
+
+
+def _in_order(rows: SubmissionRows) -> list[tuple[sa.Table, list[dict[str, Any]]]]:
+    """Each table's rows, parents first."""
+    return [
+        (table_of(MessageContent), rows.contents),
+        (table_of(Message), rows.messages),
+        (table_of(MessageTag), rows.tags),
+        (table_of(Delivery), rows.deliveries),
+        (table_of(MessageEvent), rows.events),
+    ]
 
 
 @dataclass(frozen=True)

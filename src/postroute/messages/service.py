@@ -182,6 +182,20 @@ def prepare(subs: Sequence[tuple[str, Submission]], now: datetime) -> Prepared:
     return Prepared(rows, replies)
 
 
+def combine(parts: Sequence[Prepared]) -> Prepared:
+    """Several prepared submissions as one, to store in one set of bulk statements."""
+    rows = repo.SubmissionRows(contents=[], messages=[], tags=[], deliveries=[], events=[])
+    replies: list[SendResponse] = []
+    for part in parts:
+        rows.contents.extend(part.rows.contents)
+        rows.messages.extend(part.rows.messages)
+        rows.tags.extend(part.rows.tags)
+        rows.deliveries.extend(part.rows.deliveries)
+        rows.events.extend(part.rows.events)
+        replies.extend(part.replies)
+    return Prepared(rows, replies)
+
+
 async def store_prepared(session: AsyncSession, prepared: Prepared) -> list[SendResponse]:
     await repo.insert_submission(session, prepared.rows)
     return prepared.replies

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -11,7 +12,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from postroute.db import fetch_all
 from postroute.models import PoolDailyUsage, SmtpPool
+from postroute.sqlite_writer import Unit
 
 
 async def list_pools(session: AsyncSession, account_id: str) -> Sequence[SmtpPool]:
@@ -21,6 +24,35 @@ async def list_pools(session: AsyncSession, account_id: str) -> Sequence[SmtpPoo
         .order_by(SmtpPool.priority, SmtpPool.created_at, SmtpPool.id)
     )
     return (await session.scalars(stmt)).all()
+
+
+_STAMP = (
+    sa.select(
+        SmtpPool.id,
+        SmtpPool.name,
+        SmtpPool.is_active,
+        SmtpPool.is_default,
+        SmtpPool.priority,
+        SmtpPool.created_at,
+        SmtpPool.from_email,
+        SmtpPool.updated_at,
+    )
+    .where(SmtpPool.account_id == sa.bindparam("account_id"))
+    .order_by(SmtpPool.id)
+)
+
+
+async def pools_stamp(session: AsyncSession, account_id: str) -> tuple[Any, ...]:
+    """What a send's validation reads of the account's pools (which pools, their names,
+    order, default, active flags, default From) and their update times. Equal stamps mean
+    pools read earlier still hold; one hand-off on SQLite, values as the driver gives
+    them (compare stamps only with stamps)."""
+    return tuple(await fetch_all(session, _STAMP, {"account_id": account_id}))
+
+
+def guard_stamp(unit: Unit, account_id: str, stamp: tuple[Any, ...]) -> None:
+    """A SQLite writer's unit is written only while the account's pools stamp is ``stamp``."""
+    unit.guard(_STAMP, {"account_id": account_id}, stamp)
 
 
 async def get_pool(session: AsyncSession, account_id: str, pool_id: str) -> SmtpPool | None:
@@ -76,6 +108,30 @@ async def add_usage(
         },
     )
     await session.execute(stmt)
+
+
+@functools.cache
+def _add_usage_sqlite() -> Any:
+    def bind(name: str) -> sa.BindParameter[Any]:
+        return sa.bindparam(name, type_=PoolDailyUsage.__table__.c[name].type)
+
+    stmt = sqlite_insert(PoolDailyUsage).values(
+        pool_id=bind("pool_id"), day=bind("day"), sent=bind("sent"), throttled=bind("throttled")
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[PoolDailyUsage.pool_id, PoolDailyUsage.day],
+        set_={
+            "sent": PoolDailyUsage.sent + stmt.excluded.sent,
+            "throttled": PoolDailyUsage.throttled + stmt.excluded.throttled,
+        },
+    )
+
+
+def unit_add_usage(unit: Unit, pool_id: str, day: date, *, sent: int = 0) -> None:
+    """:func:`add_usage` in a SQLite writer's unit."""
+    unit.execute(
+        _add_usage_sqlite(), [{"pool_id": pool_id, "day": day, "sent": sent, "throttled": 0}]
+    )
 
 
 async def lock_usage(session: AsyncSession, pool_ids: Sequence[str], day: date) -> dict[str, int]:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
 from postroute.db import SessionFactory, transaction
+from postroute.sqlite_writer import SqliteWriter, Unit
 
 I = TypeVar("I")  # noqa: E741 - an item
 R = TypeVar("R")
@@ -40,10 +41,24 @@ class _Pending(Generic[I, R]):
     future: asyncio.Future[R]
 
 
+# SQLite's one-hand-off path (optional): a batch's write transaction as a Unit, and the
+# result of each item once it is committed. Called in the writer's thread.
+Build = Callable[[Sequence[I]], tuple[Unit, Sequence[R]]]
+
+
 class Committer(Generic[I, R]):
-    def __init__(self, sessions: Callable[[], SessionFactory], process: Process[I, R]) -> None:
+    def __init__(
+        self,
+        sessions: Callable[[], SessionFactory],
+        process: Process[I, R],
+        *,
+        writer: Callable[[], SqliteWriter | None] = lambda: None,
+        build: Build[I, R] | None = None,
+    ) -> None:
         self._sessions = sessions  # asked per batch: the runtime's current factory
         self._process = process
+        self._writer = writer
+        self._build = build
         self._queue: deque[_Pending[I, R]] = deque()
         self._task: asyncio.Task[None] | None = None
 
@@ -68,6 +83,9 @@ class Committer(Generic[I, R]):
             await self._commit()
 
     def _take(self) -> list[_Pending[I, R]]:
+        """The next batch. Also called in the writer's thread while the event loop
+        appends: deque appends and pops are atomic, and a future found not done here but
+        cancelled meanwhile is skipped when the results are handed out."""
         batch: list[_Pending[I, R]] = []
         size = 0
         while self._queue and len(batch) < MAX_BATCH:
@@ -83,27 +101,67 @@ class Committer(Generic[I, R]):
         """One transaction. The batch is taken once the transaction holds its connection
         (and, on SQLite, the write lock): messages that arrive while it waits for them
         join this batch instead of waiting for the next one."""
+        writer = self._writer()
         batch: list[_Pending[I, R]] | None = None
+        if writer is not None and self._build is not None:
+            batch = await self._write(writer, self._build)
+            if batch is None:
+                return  # stored, or failed: its futures have their outcome
         results: Sequence[R | errors.DomainError] = ()
         try:
             async with transaction(self._sessions()) as session:
                 await session.connection()  # BEGIN (IMMEDIATE on SQLite): may wait
-                batch = self._take()
+                batch = self._take() if batch is None else batch
                 if batch:
                     results = await self._process(session, [p.item for p in batch])
         except BaseException as exc:  # nothing of this batch is stored
             # its batch; when it failed to begin, the messages it would have taken
-            for pending in self._take() if batch is None else batch:
-                if pending.future.done():
-                    continue
-                if isinstance(exc, Exception):
-                    pending.future.set_exception(exc)
-                else:
-                    pending.future.cancel()
+            self._fail(self._take() if batch is None else batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for pending, result in zip(batch or [], results, strict=True):
+        self._settle(batch or [], results)
+
+    async def _write(self, writer: SqliteWriter, build: Build[I, R]) -> list[_Pending[I, R]] | None:
+        """The batch in one hand-off to SQLite's writer thread, taken there once the write
+        lock is held. Returns the batch when a guard failed (nothing written: the
+        ordinary transaction does it), else None."""
+        taken: list[_Pending[I, R]] = []
+        results: list[Sequence[R]] = []
+
+        def unit() -> Unit | None:  # in the writer's thread, holding the lock
+            taken.extend(self._take())
+            if not taken:
+                return None
+            built, replies = build([p.item for p in taken])
+            results.append(replies)
+            return built
+
+        try:
+            stored = await writer.write(unit)
+        except BaseException as exc:  # nothing stored; failed to begin: those it would take
+            self._fail(taken or self._take(), exc)
+            if not isinstance(exc, Exception):
+                raise
+            return None
+        if stored:
+            self._settle(taken, results[0])
+            return None
+        return taken or None
+
+    @staticmethod
+    def _fail(batch: Sequence[_Pending[I, R]], exc: BaseException) -> None:
+        for pending in batch:
+            if pending.future.done():
+                continue
+            if isinstance(exc, Exception):
+                pending.future.set_exception(exc)
+            else:
+                pending.future.cancel()
+
+    @staticmethod
+    def _settle(batch: Sequence[_Pending[I, R]], results: Sequence[R | errors.DomainError]) -> None:
+        for pending, result in zip(batch, results, strict=True):
             if pending.future.done():
                 continue
             if isinstance(result, errors.DomainError):

@@ -1,13 +1,16 @@
 """The aiosmtpd handler: SMTP commands in, ``messages.ingest`` calls out, replies from
-the table in :mod:`postroute.smtp.replies`. No SQL here. The DATA hook owns the
-transaction its message is stored in (shared with other sessions' messages by the
-:class:`Committer`), and the 250 is sent only after that transaction is committed."""
+the table in :mod:`postroute.smtp.replies`. No SQL here. The DATA hook validates the
+message and builds its rows against the account's pools as last read (outside any
+transaction), and owns the transaction it is stored in (shared with other sessions'
+messages by the :class:`Committer`); the 250 is sent only after that transaction is
+committed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 
 from aiosmtpd.smtp import MISSING, Envelope, Session, TLSSetupException
 from sqlalchemy.exc import DBAPIError, StatementError
@@ -15,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
 from postroute.api.runtime import Runtime
+from postroute.db import begin_read, transaction
 from postroute.messages import ingest
 from postroute.messages.schemas import SendResponse
 from postroute.smtp import replies
@@ -35,9 +39,16 @@ class Handler:
     def __init__(self, runtime: Runtime, authenticator: Authenticator) -> None:
         self.rt = runtime
         self.authenticator = authenticator
-        self.committer: Committer[ingest.Request, SendResponse] = Committer(
-            lambda: runtime.sessions, self._store
+        dialect = runtime.engine.dialect
+        self.committer: Committer[ingest.Planned, SendResponse] = Committer(
+            lambda: runtime.sessions,
+            self._store,
+            writer=lambda: runtime.writer,
+            build=lambda planned: ingest.unit_of(planned, dialect),
         )
+        # Per account, its pools as last read: requests are planned against them outside
+        # the write transaction, which checks that they still hold (ingest.store).
+        self._pools: dict[str, ingest.Pools] = {}
         settings = runtime.settings
         self.max_recipients = settings.smtp_max_recipients
         self.max_messages = settings.smtp_max_messages_per_connection
@@ -116,7 +127,8 @@ class Handler:
             else:
                 parsed = ingest.parse(raw, now)
             request = ingest.Request(account, parsed, list(envelope.rcpt_tos))
-            accepted = await self.committer.run(request, len(raw))
+            planned = await self._plan(request, now)
+            accepted = await self.committer.run(planned, len(raw))
         except errors.DomainError as exc:
             reasons = [str(d.get("message", "")) for d in exc.details]
             log.info("SMTP message from %s refused: %s", server.peer_ip, exc.message)
@@ -127,12 +139,34 @@ class Handler:
         self.rt.wake_worker()
         return replies.queued([(m.id, m.to) for m in accepted.messages], accepted.id)
 
+    async def _plan(self, request: ingest.Request, now: datetime) -> ingest.Planned:
+        """Validate and build rows against the account's pools as last read; a request
+        they refuse is checked again against the pools read now (one created a moment
+        ago must not be refused)."""
+        known = self._pools.get(request.account_id)
+        pools = known or await self._read_pools(request.account_id)
+        try:
+            return ingest.plan(request, pools, now, max_recipients=self.max_recipients)
+        except errors.DomainError:
+            if known is None:
+                raise
+        pools = await self._read_pools(request.account_id)
+        return ingest.plan(request, pools, now, max_recipients=self.max_recipients)
+
+    async def _read_pools(self, account_id: str) -> ingest.Pools:
+        async with transaction(self.rt.sessions) as session:
+            await begin_read(session)
+            pools = await ingest.read_pools(session, account_id)
+        self._pools[account_id] = pools
+        return pools
+
     async def _store(
-        self, db: AsyncSession, requests: Sequence[ingest.Request]
+        self, db: AsyncSession, planned: Sequence[ingest.Planned]
     ) -> Sequence[SendResponse | errors.DomainError]:
         """One group commit's messages (see :class:`Committer`)."""
-        now = self.rt.clock.now()
-        return await ingest.submit(db, requests, now, max_recipients=self.max_recipients)
+        results, fresh = await ingest.store(db, planned, max_recipients=self.max_recipients)
+        self._pools.update(fresh)
+        return results
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):

@@ -1,0 +1,178 @@
+"""SQLite write transactions in one hand-off, for the busiest writers (the SMTP group
+commit, the worker's outcomes).
+
+Through SQLAlchemy's aiosqlite adaptor each statement is a round trip to aiosqlite's
+thread, and each return waits its turn in a busy event loop, all while SQLite's one
+write lock is held (measured in docs/performance-smtp.md: most of a group commit's
+transaction was such waits). Here a whole transaction (``BEGIN IMMEDIATE``, guard
+reads, each ``executemany``, ``COMMIT``) is one call in a thread of this process with a
+sqlite3 connection of its own, so the lock is held for SQLite's own work.
+
+The statements are SQLAlchemy's, compiled once for SQLite, and the rows are converted by
+its bind processors (:mod:`postroute.db`), mostly before the hand-off. A guard that no
+longer holds (a read that must return what the caller planned with, or a statement
+that must touch an exact number of rows) rolls the whole transaction back and the
+write returns False: the caller then does it the ordinary way. Errors are SQLAlchemy's
+``DBAPIError``, without the bound values.
+
+PostgreSQL has no such path: its writers do not queue for one lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from postroute import db
+
+Row = tuple[Any, ...]
+
+
+@dataclass
+class Unit:
+    """One write transaction's guards and statements, compiled for SQLite."""
+
+    dialect: Dialect
+    guards: list[tuple[str, list[Any], list[Row]]] = field(default_factory=list)
+    steps: list[tuple[str, list[Row], int | None]] = field(default_factory=list)
+
+    def guard(
+        self, stmt: sa.Select[*tuple[Any, ...]], params: dict[str, Any], rows: Sequence[Row]
+    ) -> None:
+        """``stmt`` with ``params`` must return exactly ``rows`` (as :func:`db.fetch_all`
+        returns them), else nothing is written."""
+        sql, values = db.positional_params(stmt, self.dialect, params)
+        self.guards.append((sql, values, list(rows)))
+
+    def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Rows keyed by column (rows with other keys are a statement of their own)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row), []).append(row)
+        for keys, group in groups.items():
+            plan = db.positional_insert(table, keys, self.dialect)
+            if plan is None:
+                raise ValueError(f"{table.name}: columns with Python defaults need the ORM path")
+            self.steps.append((plan[0], db.positional_rows(plan, group), None))
+
+    def update(self, table: sa.Table, key: str, rows: Sequence[dict[str, Any]]) -> None:
+        """``UPDATE table SET ... WHERE key = ...`` per row, as :func:`db.update_by_key`."""
+        for stmt, group in db.updates_by_key(table, key, rows):
+            plan = db.positional(stmt, self.dialect)
+            if plan is None:
+                raise ValueError(f"{table.name}: onupdate columns need the ORM path")
+            self.steps.append((plan[0], db.positional_rows(plan, group), None))
+
+    def execute(
+        self, stmt: sa.ClauseElement, rows: Sequence[dict[str, Any]], *, expect: int | None = None
+    ) -> None:
+        """``stmt`` (a statement built once, with named bind parameters) for each row;
+        with ``expect``, the rows it changes in all must be exactly that many."""
+        if rows:
+            sql, names, processed = db.named(stmt, self.dialect)
+            params = [db.processed([row[name] for name in names], processed) for row in rows]
+            self.steps.append((sql, params, expect))
+
+
+class SqliteWriter:
+    """A sqlite3 connection used from one thread of its own, opened on first use."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="postroute-sqlite-writer")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    async def write(self, build: Callable[[], Unit | None]) -> bool:
+        """Begin (waiting for the write lock), call ``build`` in the transaction (under the
+        lock: what is ready then goes in), check its guards, run its statements, commit.
+        False, with nothing written, when ``build`` gave nothing or a guard failed."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._transaction, build)
+
+    async def close(self) -> None:
+        """Close the connection and stop the thread (again: nothing to do)."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+    # -- in the writer's thread ---------------------------------------------------------
+
+    def _transaction(self, build: Callable[[], Unit | None]) -> bool:
+        conn = self._conn or self._connect()
+        sql = "BEGIN IMMEDIATE"
+        try:
+            _begin(conn)
+            try:
+                unit = build()
+                if unit is None:
+                    conn.execute("ROLLBACK")
+                    return False
+                for sql, params, rows in unit.guards:
+                    if [tuple(r) for r in conn.execute(sql, params).fetchall()] != rows:
+                        conn.execute("ROLLBACK")
+                        return False
+                for sql, many, expect in unit.steps:
+                    changed = conn.executemany(sql, many).rowcount
+                    if expect is not None and changed != expect:
+                        conn.execute("ROLLBACK")
+                        return False
+                sql = "COMMIT"
+                conn.execute(sql)
+                return True
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance(
+                sql, None, exc, sqlite3.Error, hide_parameters=True
+            ) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db.tune_sqlite_connection(conn)
+        self._conn = conn
+        return conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, retried as :mod:`postroute.db` does (SQLite's own busy handler
+    sleeps too long), sleeping in this thread."""
+    deadline = time.monotonic() + db.LOCK_TIMEOUT
+    delay = db.LOCK_RETRY_FIRST
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, db.LOCK_RETRY_MAX)
+
+
+def for_url(url: str) -> SqliteWriter | None:
+    """A writer for a SQLite database file; None for other databases (and in-memory)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return SqliteWriter(parsed.database)

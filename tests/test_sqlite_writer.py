@@ -1,0 +1,170 @@
+"""The SQLite writer: a whole write transaction in one hand-off, all or nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+
+from postroute import sqlite_writer
+from postroute.api.runtime import Runtime
+from postroute.db import create_engine, fetch_all, session_factory, transaction
+from postroute.models import Account
+from postroute.models.base import table_of
+from postroute.sqlite_writer import SqliteWriter, Unit
+from tests.conftest import BACKEND
+
+pytestmark = pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's writer thread")
+
+ACCOUNTS = table_of(Account)
+NAMES = sa.select(Account.id, Account.name).order_by(Account.id)
+BY_NAME = sa.select(Account.id).where(Account.name == sa.bindparam("name"))
+RENAME = (
+    sa.update(Account).where(Account.id == sa.bindparam("key")).values(name=sa.bindparam("new"))
+)
+WHEN = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+
+
+def account(key: str, name: str) -> dict[str, object]:
+    return {
+        "id": key,
+        "name": name,
+        "track_opens": False,
+        "track_clicks": False,
+        "created_at": WHEN,
+    }
+
+
+async def names(runtime: Runtime) -> list[tuple[str, str]]:
+    async with transaction(runtime.sessions) as session:
+        return [(r[0], r[1]) for r in (await session.execute(NAMES)).all()]
+
+
+@pytest.fixture
+def writer(runtime: Runtime) -> SqliteWriter:
+    assert runtime.writer is not None, "Runtime.build gives a SQLite database a writer"
+    return runtime.writer
+
+
+async def test_a_unit_is_written_in_one_transaction(runtime: Runtime, writer: SqliteWriter) -> None:
+    before = await names(runtime)
+    unit = Unit(runtime.engine.dialect)
+    unit.insert(ACCOUNTS, [account("acc_w1", "one"), account("acc_w2", "two")])
+    unit.update(ACCOUNTS, "id", [{"id": "acc_w2", "name": "deux"}])
+    assert await writer.write(lambda: unit)
+    assert await names(runtime) == sorted([*before, ("acc_w1", "one"), ("acc_w2", "deux")])
+    async with transaction(runtime.sessions) as session:  # converted as SQLAlchemy would
+        created = await session.scalar(sa.select(Account.created_at).where(Account.id == "acc_w1"))
+    assert created == WHEN
+
+
+async def test_a_guard_that_no_longer_holds_writes_nothing(
+    runtime: Runtime, writer: SqliteWriter
+) -> None:
+    first = Unit(runtime.engine.dialect)
+    first.insert(ACCOUNTS, [account("acc_g1", "guarded")])
+    assert await writer.write(lambda: first)
+    async with transaction(runtime.sessions) as session:  # what the caller planned with
+        seen = await fetch_all(session, BY_NAME, {"name": "guarded"})
+    assert seen == [("acc_g1",)]
+
+    def guarded(rows: list[tuple[object, ...]]) -> Unit:
+        unit = Unit(runtime.engine.dialect)
+        unit.guard(BY_NAME, {"name": "guarded"}, rows)
+        unit.insert(ACCOUNTS, [account("acc_g2", "second")])
+        return unit
+
+    assert not await writer.write(lambda: guarded([("acc_other",)]))
+    assert ("acc_g2", "second") not in await names(runtime)
+    assert await writer.write(lambda: guarded(seen))
+    assert ("acc_g2", "second") in await names(runtime)
+
+
+async def test_a_statement_touching_other_than_the_expected_rows_writes_nothing(
+    runtime: Runtime, writer: SqliteWriter
+) -> None:
+    unit = Unit(runtime.engine.dialect)
+    unit.insert(ACCOUNTS, [account("acc_e1", "kept")])
+    assert await writer.write(lambda: unit)
+    before = await names(runtime)
+
+    def rename(keys: list[str]) -> Unit:
+        unit = Unit(runtime.engine.dialect)
+        unit.insert(ACCOUNTS, [account("acc_e2", "extra")])
+        rows = [{"key": k, "new": "renamed"} for k in keys]
+        unit.execute(RENAME, rows, expect=len(rows))
+        return unit
+
+    assert not await writer.write(lambda: rename(["acc_e1", "acc_missing"]))
+    assert await names(runtime) == before  # the insert before it is rolled back too
+    assert await writer.write(lambda: rename(["acc_e1"]))
+    assert ("acc_e1", "renamed") in await names(runtime)
+
+
+async def test_nothing_to_write_is_no_transaction(runtime: Runtime, writer: SqliteWriter) -> None:
+    assert not await writer.write(lambda: None)
+    unit = Unit(runtime.engine.dialect)
+    unit.insert(ACCOUNTS, [account("acc_n1", "after")])
+    assert await writer.write(lambda: unit)  # the connection is usable afterwards
+
+
+async def test_an_error_rolls_back_and_does_not_show_the_values(
+    runtime: Runtime, writer: SqliteWriter
+) -> None:
+    unit = Unit(runtime.engine.dialect)
+    unit.insert(ACCOUNTS, [account("acc_x1", "secret-name-1")])
+    unit.insert(ACCOUNTS, [account("acc_x1", "secret-name-2")])  # the same primary key
+    with pytest.raises(DBAPIError) as raised:
+        await writer.write(lambda: unit)
+    assert "secret-name" not in str(raised.value)
+    assert "UNIQUE" in str(raised.value)
+    assert all(key != "acc_x1" for key, _ in await names(runtime))
+
+    def broken() -> Unit:
+        raise RuntimeError("building failed")
+
+    with pytest.raises(RuntimeError, match="building failed"):
+        await writer.write(broken)
+    later = Unit(runtime.engine.dialect)
+    later.insert(ACCOUNTS, [account("acc_x2", "fine")])
+    assert await writer.write(lambda: later)  # no transaction was left open
+
+
+async def test_it_waits_for_another_connection_holding_the_write_lock(
+    runtime: Runtime, writer: SqliteWriter
+) -> None:
+    other = create_engine(runtime.settings.db_url)  # another process, as it were
+    unit = Unit(runtime.engine.dialect)
+    unit.insert(ACCOUNTS, [account("acc_l1", "waited")])
+    order: list[str] = []
+    try:
+        async with transaction(session_factory(other)) as holder:
+            await holder.execute(sa.select(Account.id))  # BEGIN IMMEDIATE: lock taken
+            written = asyncio.create_task(writer.write(lambda: unit))
+            await asyncio.sleep(0.2)
+            assert not written.done()
+            order.append("released")
+        assert await asyncio.wait_for(written, 10)
+        order.append("written")
+    finally:
+        await other.dispose()
+    assert order == ["released", "written"]
+    assert ("acc_l1", "waited") in await names(runtime)
+
+
+async def test_close_twice_and_other_databases(runtime: Runtime, writer: SqliteWriter) -> None:
+    await writer.close()
+    await writer.close()
+    assert sqlite_writer.for_url("postgresql+asyncpg://u@127.0.0.1/db") is None
+    assert sqlite_writer.for_url("sqlite+aiosqlite:///:memory:") is None
+    assert isinstance(sqlite_writer.for_url("sqlite+aiosqlite:////tmp/x.db"), SqliteWriter)
+
+
+def test_columns_with_python_defaults_are_refused(runtime: Runtime) -> None:
+    unit = Unit(runtime.engine.dialect)
+    assert any(c.default is not None for c in ACCOUNTS.c)  # track_opens, track_clicks
+    with pytest.raises(ValueError, match="Python defaults"):
+        unit.insert(ACCOUNTS, [{"id": "acc_d1", "name": "d", "created_at": WHEN}])

@@ -168,3 +168,24 @@ def test_columns_with_python_defaults_are_refused(runtime: Runtime) -> None:
     assert any(c.default is not None for c in ACCOUNTS.c)  # track_opens, track_clicks
     with pytest.raises(ValueError, match="Python defaults"):
         unit.insert(ACCOUNTS, [{"id": "acc_d1", "name": "d", "created_at": WHEN}])
+
+
+async def test_merged_units_write_each_statement_once_with_all_rows(
+    runtime: Runtime, writer: SqliteWriter
+) -> None:
+    dialect = runtime.engine.dialect
+    first, second, third = Unit(dialect), Unit(dialect), Unit(dialect)
+    first.insert(ACCOUNTS, [account("acc_m1", "m-one")])
+    second.insert(ACCOUNTS, [account("acc_m2", "m-two")])
+    second.execute(RENAME, [{"key": "acc_m2", "new": "m-two-renamed"}], expect=1)
+    third.insert(ACCOUNTS, [account("acc_m3", "m-three")])
+    third.execute(RENAME, [{"key": "acc_m3", "new": "m-three-renamed"}], expect=1)
+    merged = Unit.merged(dialect, [first, second, third])
+    inserts = [rows for sql, rows, _ in merged.steps if sql.startswith("INSERT")]
+    assert [len(rows) for rows in inserts] == [3]  # one executemany for the three rows
+    assert [expect for _, _, expect in merged.steps] == [None, 1, 1]  # counted apart
+    assert len(first.steps[0][1]) == 1  # the parts are left as they were
+    assert await writer.write(lambda: merged)
+    assert {("acc_m1", "m-one"), ("acc_m2", "m-two-renamed"), ("acc_m3", "m-three-renamed")} <= set(
+        await names(runtime)
+    )

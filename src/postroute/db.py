@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any, cast
@@ -271,22 +272,41 @@ def positional_params(
     stmt: sa.ClauseElement, dialect: Dialect, params: dict[str, Any]
 ) -> tuple[str, list[Any]]:
     """SQLite: ``stmt``'s SQL and ``params`` (by bind name) as its positional values."""
-    sql, names, todo = named(stmt, dialect)
-    return sql, list(processed([params[name] for name in names], todo))
+    compiled = named(stmt, dialect)
+    return compiled.sql, list(compiled.values(params))
+
+
+@dataclass(frozen=True)
+class Named:
+    """A statement compiled for a positional dialect: its SQL, the bind names in parameter
+    order, the bind processors to apply, and the values of binds that carry their own
+    (``.values(state="queued")``: not given per row)."""
+
+    sql: str
+    names: list[str]
+    todo: _Processed
+    fixed: dict[str, Any]
+
+    def values(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        fixed = self.fixed
+        return processed(
+            [row[n] if n in row or n not in fixed else fixed[n] for n in self.names], self.todo
+        )
 
 
 @lru_cache(maxsize=64)
-def named(stmt: sa.ClauseElement, dialect: Dialect) -> tuple[str, list[str], _Processed]:
-    """A statement built once (named bind parameters) compiled for a positional dialect:
-    its SQL, the bind names in parameter order, and the bind processors to apply."""
+def named(stmt: sa.ClauseElement, dialect: Dialect) -> Named:
+    """A statement built once (named bind parameters) compiled for a positional dialect."""
     compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))
     names = list(compiled.positiontup or ())
     processors: dict[str, Any] = dict(compiled._bind_processors)
-    return (
-        str(compiled),
-        names,
-        [(i, processors[n]) for i, n in enumerate(names) if n in processors],
-    )
+    todo = [(i, processors[n]) for i, n in enumerate(names) if n in processors]
+    fixed = {
+        name: bind.value
+        for name, bind in compiled.binds.items()
+        if not bind.required and bind.callable is None
+    }
+    return Named(str(compiled), names, todo, fixed)
 
 
 def processed(values: list[Any], todo: _Processed) -> tuple[Any, ...]:

@@ -45,6 +45,25 @@ class Unit:
     guards: list[tuple[str, list[Any], list[Row]]] = field(default_factory=list)
     steps: list[tuple[str, list[Row], int | None]] = field(default_factory=list)
 
+    @classmethod
+    def merged(cls, dialect: Dialect, units: Sequence[Unit]) -> Unit:
+        """Several units as one: guards in order; each statement's rows join the first
+        step of the same SQL (steps with an expected row count stay apart). Units made
+        alike (same statements in the same order, some left out) keep their order."""
+        out = cls(dialect)
+        first: dict[str, list[Row]] = {}
+        for unit in units:
+            out.guards.extend(unit.guards)
+            for sql, rows, expect in unit.steps:
+                if expect is None and sql in first:
+                    first[sql].extend(rows)
+                    continue
+                mine = list(rows)
+                out.steps.append((sql, mine, expect))
+                if expect is None:
+                    first[sql] = mine
+        return out
+
     def guard(
         self, stmt: sa.Select[*tuple[Any, ...]], params: dict[str, Any], rows: Sequence[Row]
     ) -> None:
@@ -78,9 +97,8 @@ class Unit:
         """``stmt`` (a statement built once, with named bind parameters) for each row;
         with ``expect``, the rows it changes in all must be exactly that many."""
         if rows:
-            sql, names, processed = db.named(stmt, self.dialect)
-            params = [db.processed([row[name] for name in names], processed) for row in rows]
-            self.steps.append((sql, params, expect))
+            compiled = db.named(stmt, self.dialect)
+            self.steps.append((compiled.sql, [compiled.values(row) for row in rows], expect))
 
 
 class SqliteWriter:

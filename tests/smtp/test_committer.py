@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
 from postroute.api.runtime import Runtime
-from postroute.smtp.committer import Committer
+from postroute.db import create_engine, session_factory, transaction
+from postroute.smtp.committer import Build, Committer
+from postroute.sqlite_writer import SqliteWriter, Unit
 from tests.conftest import Tenant
 from tests.smtp.conftest import BASIC, Ports, RawClient, message, queued_id
 
@@ -111,3 +113,115 @@ async def test_concurrent_sessions_each_get_their_own_reply(
     for i, message_id in zip((0, 1, 3, 4, 5), ids, strict=True):
         detail = await client.get(f"/v1/messages/{message_id}", headers=tenant.headers)
         assert detail.json()["to"] == f"r{i}@example.org"
+
+
+# -- SQLite's writer: the batch in one hand-off ----------------------------------------------
+
+SCRATCH = sa.table("committer_scratch", sa.column("v"))
+INSERT = sa.insert(SCRATCH).values(v=sa.bindparam("v"))
+
+
+async def scratch(runtime: Runtime) -> SqliteWriter:
+    if runtime.writer is None:
+        pytest.skip("SQLite's writer thread")
+    async with transaction(runtime.sessions) as session:
+        await session.execute(sa.text("CREATE TABLE IF NOT EXISTS committer_scratch (v TEXT)"))
+    return runtime.writer
+
+
+async def stored(runtime: Runtime) -> list[str]:
+    async with transaction(runtime.sessions) as session:
+        return sorted(r[0] for r in (await session.execute(sa.select(SCRATCH.c.v))).all())
+
+
+def builder(runtime: Runtime, batches: list[list[str]]) -> Build[str, str]:
+    def build(items: Sequence[str]) -> tuple[Unit, list[str]]:
+        batches.append(list(items))
+        unit = Unit(runtime.engine.dialect)
+        unit.execute(INSERT, [{"v": i} for i in items])
+        return unit, [i.upper() for i in items]
+
+    return build
+
+
+async def unexpected(session: AsyncSession, items: Sequence[str]) -> list[str | errors.DomainError]:
+    raise AssertionError("the ordinary path was not expected")
+
+
+async def test_through_the_writer_what_arrives_while_the_lock_is_held_joins_the_batch(
+    runtime: Runtime,
+) -> None:
+    writer = await scratch(runtime)
+    batches: list[list[str]] = []
+    committer: Committer[str, str] = Committer(
+        lambda: runtime.sessions, unexpected, writer=lambda: writer, build=builder(runtime, batches)
+    )
+    other = create_engine(runtime.settings.db_url)  # another process holds the lock
+    try:
+        async with transaction(session_factory(other)) as holder:
+            await holder.execute(sa.select(SCRATCH.c.v))  # BEGIN IMMEDIATE
+            first = asyncio.create_task(committer.run("a", 1))
+            await asyncio.sleep(0.05)
+            rest = [asyncio.create_task(committer.run(v, 1)) for v in "bcd"]
+            await asyncio.sleep(0.05)
+            assert not first.done()
+        results = await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+    finally:
+        await other.dispose()
+    await committer.close()
+    assert batches == [["a", "b", "c", "d"]]
+    assert results == ["A", "B", "C", "D"]
+    assert await stored(runtime) == ["a", "b", "c", "d"]
+
+
+async def test_through_the_writer_a_failure_to_build_falls_back_to_the_ordinary_path(
+    runtime: Runtime,
+) -> None:
+    writer = await scratch(runtime)
+
+    def broken(items: Sequence[str]) -> tuple[Unit, list[str]]:
+        raise KeyError("a bug in building the statements")
+
+    async def ordinary(
+        session: AsyncSession, items: Sequence[str]
+    ) -> list[str | errors.DomainError]:
+        await session.execute(INSERT, [{"v": i} for i in items])
+        return [i * 2 for i in items]
+
+    committer: Committer[str, str] = Committer(
+        lambda: runtime.sessions, ordinary, writer=lambda: writer, build=broken
+    )
+    assert await asyncio.gather(committer.run("x", 1), committer.run("y", 1)) == ["xx", "yy"]
+    await committer.close()
+    assert await stored(runtime) == ["x", "y"]
+
+
+async def test_cancelled_while_the_writer_waits_for_the_lock_stores_nothing_unanswered(
+    runtime: Runtime,
+) -> None:
+    """At shutdown the group-commit task may be cancelled while the writer's thread waits
+    for the lock: that write takes no batch, and what waited is cancelled, not stored
+    without an answer."""
+    writer = await scratch(runtime)
+    batches: list[list[str]] = []
+    committer: Committer[str, str] = Committer(
+        lambda: runtime.sessions, unexpected, writer=lambda: writer, build=builder(runtime, batches)
+    )
+    other = create_engine(runtime.settings.db_url)
+    try:
+        async with transaction(session_factory(other)) as holder:
+            await holder.execute(sa.select(SCRATCH.c.v))  # BEGIN IMMEDIATE
+            first = asyncio.create_task(committer.run("a", 1))
+            await asyncio.sleep(0.05)
+            assert committer._task is not None
+            committer._task.cancel()
+            await asyncio.sleep(0.05)
+            second = asyncio.create_task(committer.run("b", 1))  # queued after the cancel
+            await asyncio.sleep(0.05)
+        await committer.close()
+        done = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 10)
+    finally:
+        await other.dispose()
+    assert all(isinstance(r, asyncio.CancelledError) for r in done)
+    assert batches == []
+    assert await stored(runtime) == []

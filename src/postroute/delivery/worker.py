@@ -411,7 +411,11 @@ class Worker:
         a lease was lost meanwhile) in an ordinary transaction."""
         writer = self.rt.writer
         if writer is not None:
-            unit = recorder.unit_for(rows, self.owner, self.health, self.rt.engine.dialect)
+            try:
+                unit = recorder.unit_for(rows, self.owner, self.health, self.rt.engine.dialect)
+            except Exception:  # a bug, not the database: the ordinary path still works
+                log.exception("building the outcomes' statements failed")
+                unit = None
             if unit is not None and await writer.write(lambda: unit):
                 return []
         async with transaction(self.rt.sessions) as session:

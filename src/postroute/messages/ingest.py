@@ -16,6 +16,7 @@ those pools still hold.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Sequence
@@ -242,15 +243,25 @@ class Planned:
     now: datetime
     stamp: tuple[Any, ...]
     prepared: Prepared
+    inserts: Unit | None = None  # its rows as the SQLite writer's statements
 
 
-def plan(request: Request, pools: Pools, now: datetime, *, max_recipients: int) -> Planned:
+def plan(
+    request: Request,
+    pools: Pools,
+    now: datetime,
+    *,
+    max_recipients: int,
+    dialect: Dialect | None = None,
+) -> Planned:
     """Validate ``request`` (pool, recipients, From default) and build its rows: no
-    database work, so that it is done before SQLite's write lock is taken. A refused
-    request raises a DomainError with every problem in its place."""
+    database work, so that it is done before SQLite's write lock is taken. With a SQLite
+    ``dialect``, also its inserts for the writer (:func:`unit_of`). A refused request
+    raises a DomainError with every problem in its place."""
     submission = _submission(request, pools.pools, max_recipients)
     prepared = prepare([(request.account_id, submission)], now)
-    return Planned(request, now, pools.stamp, prepared)
+    planned = Planned(request, now, pools.stamp, prepared)
+    return planned if dialect is None else plan_inserts(planned, dialect)
 
 
 async def store(
@@ -289,12 +300,22 @@ def unit_of(planned: Sequence[Planned], dialect: Dialect) -> tuple[Unit, list[Se
     """:func:`store`'s transaction for a SQLite writer, in one hand-off, with the replies.
     It is written only while every account's pools are still those the requests were
     planned with (else nothing is written, and :func:`store` does it)."""
-    unit = Unit(dialect)
+    guards = Unit(dialect)
     for account_id, stamp in dict.fromkeys((p.request.account_id, p.stamp) for p in planned):
-        pools_repo.guard_stamp(unit, account_id, stamp)
-    combined = combine([p.prepared for p in planned])
-    messages_repo.add_submission(unit, combined.rows)
-    return unit, combined.replies
+        pools_repo.guard_stamp(guards, account_id, stamp)
+    parts = [guards]
+    for item in planned:
+        if item.inserts is None:  # planned without the dialect: its rows converted here
+            item = plan_inserts(item, dialect)
+        assert item.inserts is not None
+        parts.append(item.inserts)
+    return Unit.merged(dialect, parts), [p.prepared.replies[0] for p in planned]
+
+
+def plan_inserts(item: Planned, dialect: Dialect) -> Planned:
+    inserts = Unit(dialect)
+    messages_repo.add_submission(inserts, item.prepared.rows)
+    return dataclasses.replace(item, inserts=inserts)
 
 
 def _submission(request: Request, pools: list[SmtpPool], max_recipients: int) -> Submission:

@@ -13,6 +13,8 @@ transaction rather than in one more.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from postroute import errors
 from postroute.db import SessionFactory, transaction
 from postroute.sqlite_writer import SqliteWriter, Unit
+
+log = logging.getLogger("postroute.smtp")
 
 I = TypeVar("I")  # noqa: E741 - an item
 R = TypeVar("R")
@@ -79,8 +83,13 @@ class Committer(Generic[I, R]):
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _drain(self) -> None:
-        while self._queue:
-            await self._commit()
+        try:
+            while self._queue:
+                await self._commit()
+        except asyncio.CancelledError:  # nobody is left to store what still waits
+            while self._queue:
+                self._queue.popleft().future.cancel()
+            raise
 
     def _take(self) -> list[_Pending[I, R]]:
         """The next batch. Also called in the writer's thread while the event loop
@@ -124,30 +133,59 @@ class Committer(Generic[I, R]):
 
     async def _write(self, writer: SqliteWriter, build: Build[I, R]) -> list[_Pending[I, R]] | None:
         """The batch in one hand-off to SQLite's writer thread, taken there once the write
-        lock is held. Returns the batch when a guard failed (nothing written: the
-        ordinary transaction does it), else None."""
+        lock is held. Returns the batch when the ordinary transaction must store it (a
+        guard failed, or building its statements did: nothing was written), else None.
+
+        If this task is cancelled meanwhile, a write that has not taken its batch yet takes
+        nothing, and one that has is waited for: its sessions get what became of their
+        messages (a 250 only for a committed message), then the cancellation goes on."""
         taken: list[_Pending[I, R]] = []
         results: list[Sequence[R]] = []
+        cancelled = threading.Event()
+        failed: list[Exception] = []
 
         def unit() -> Unit | None:  # in the writer's thread, holding the lock
+            if cancelled.is_set():
+                return None
             taken.extend(self._take())
             if not taken:
                 return None
-            built, replies = build([p.item for p in taken])
+            try:
+                built, replies = build([p.item for p in taken])
+            except Exception as exc:  # a bug, not the database: the ordinary path
+                failed.append(exc)
+                return None
             results.append(replies)
             return built
 
+        write = asyncio.ensure_future(writer.write(unit))
         try:
-            stored = await writer.write(unit)
-        except BaseException as exc:  # nothing stored; failed to begin: those it would take
-            self._fail(taken or self._take(), exc)
-            if not isinstance(exc, Exception):
-                raise
-            return None
-        if stored:
+            await asyncio.wait([write])
+        except asyncio.CancelledError:
+            cancelled.set()
+            await asyncio.wait([write])
+            if self._conclude(write, taken, results):
+                self._fail(taken, asyncio.CancelledError())
+            raise
+        if failed:
+            log.error("SMTP group commit: building its statements failed: %r", failed[0])
+        return taken if self._conclude(write, taken, results) else None
+
+    def _conclude(
+        self,
+        write: asyncio.Future[bool],
+        taken: list[_Pending[I, R]],
+        results: list[Sequence[R]],
+    ) -> bool:
+        """Hand out a finished write's outcome; True when ``taken`` is still to store."""
+        error = write.exception()
+        if error is not None:  # nothing stored; failed to begin: those it would take
+            self._fail(taken or self._take(), error)
+            return False
+        if write.result():
             self._settle(taken, results[0])
-            return None
-        return taken or None
+            return False
+        return bool(taken)
 
     @staticmethod
     def _fail(batch: Sequence[_Pending[I, R]], exc: BaseException) -> None:

@@ -40,6 +40,9 @@ class Handler:
         self.rt = runtime
         self.authenticator = authenticator
         dialect = runtime.engine.dialect
+        # SQLite: each message's inserts converted for the writer at DATA time, not in the
+        # writer's thread under the lock.
+        self._dialect = dialect if runtime.writer is not None else None
         self.committer: Committer[ingest.Planned, SendResponse] = Committer(
             lambda: runtime.sessions,
             self._store,
@@ -146,12 +149,17 @@ class Handler:
         known = self._pools.get(request.account_id)
         pools = known or await self._read_pools(request.account_id)
         try:
-            return ingest.plan(request, pools, now, max_recipients=self.max_recipients)
+            return self._plan_with(request, pools, now)
         except errors.DomainError:
             if known is None:
                 raise
-        pools = await self._read_pools(request.account_id)
-        return ingest.plan(request, pools, now, max_recipients=self.max_recipients)
+        return self._plan_with(request, await self._read_pools(request.account_id), now)
+
+    def _plan_with(
+        self, request: ingest.Request, pools: ingest.Pools, now: datetime
+    ) -> ingest.Planned:
+        limit = self.max_recipients
+        return ingest.plan(request, pools, now, max_recipients=limit, dialect=self._dialect)
 
     async def _read_pools(self, account_id: str) -> ingest.Pools:
         async with transaction(self.rt.sessions) as session:

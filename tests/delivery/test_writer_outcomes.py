@@ -1,0 +1,93 @@
+"""Outcomes written through SQLite's writer (once the pool's health row is written, the
+next batches take it) read back exactly as the ordinary path writes them: deferred
+messages go back to the queue, bounced ones leave it. On PostgreSQL the same tests run
+the ordinary path."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from postroute.api.runtime import Runtime
+from postroute.db import transaction
+from postroute.delivery.worker import Worker
+from postroute.kit.clock import FakeClock
+from postroute.models import Delivery
+from tests.conftest import BACKEND, Tenant
+from tests.delivery.conftest import add_pool, message, send
+from tests.delivery.test_lost_lease import spy_on_writer, warm_up
+from tests.support.relay import RecordingRelay
+
+
+async def queue_row(runtime: Runtime, message_id: str) -> tuple[str, str | None, int, datetime]:
+    async with transaction(runtime.sessions) as session:
+        stmt = sa.select(
+            Delivery.state, Delivery.lease_owner, Delivery.attempts, Delivery.next_attempt_at
+        ).where(Delivery.message_id == message_id)
+        state, owner, attempts, due = (await session.execute(stmt)).one()
+    return state, owner, attempts, due
+
+
+async def test_a_deferral_goes_back_to_the_queue(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    runtime: Runtime,
+    worker: Worker,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await add_pool(client, tenant, relay.port)
+    await warm_up(client, tenant, worker)
+    writes = spy_on_writer(runtime, monkeypatch)
+    relay.script(data=["451 4.3.0 try again later"])
+    (sent,) = (await send(client, tenant))["messages"]
+    await worker.drain()
+
+    if BACKEND == "sqlite":
+        assert writes == [True]
+    detail = await message(client, tenant, sent["id"])
+    assert detail["status"] == "deferred"
+    assert detail["attempts"] == 1
+    assert detail["last_reply"].startswith("451 4.3.0 try again later")
+    deferred = next(e for e in detail["events"] if e["type"] == "deferred")
+    state, owner, attempts, due = await queue_row(runtime, sent["id"])
+    assert (state, owner, attempts) == ("queued", None, 1)
+    assert due > clock.now()
+    assert deferred["data"]["next_attempt_at"] == due.isoformat()
+
+    clock.advance((due - clock.now()).total_seconds() + 1)
+    await worker.drain()
+    assert (await message(client, tenant, sent["id"]))["status"] == "sent"
+
+
+async def test_a_bounce_leaves_the_queue(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    runtime: Runtime,
+    worker: Worker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await add_pool(client, tenant, relay.port)
+    await warm_up(client, tenant, worker)
+    writes = spy_on_writer(runtime, monkeypatch)
+    relay.script(data=["550 5.1.1 no such user"])
+    (sent,) = (await send(client, tenant))["messages"]
+    await worker.drain()
+
+    if BACKEND == "sqlite":
+        assert writes == [True]
+    detail = await message(client, tenant, sent["id"])
+    assert detail["status"] == "bounced"
+    assert [e["type"] for e in detail["events"]] == ["queued", "processed", "bounced"]
+    async with transaction(runtime.sessions) as session:
+        left = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Delivery)
+            .where(Delivery.message_id == sent["id"])
+        )
+    assert left == 0

@@ -189,3 +189,68 @@ async def test_merged_units_write_each_statement_once_with_all_rows(
     assert {("acc_m1", "m-one"), ("acc_m2", "m-two-renamed"), ("acc_m3", "m-three-renamed")} <= set(
         await names(runtime)
     )
+
+
+async def test_updates_of_many_rows_in_one_statement_read_back_as_written(
+    runtime: Runtime, writer: SqliteWriter
+) -> None:
+    dialect = runtime.engine.dialect
+    later = datetime(2026, 11, 23, 4, 5, 6, 789, tzinfo=UTC)
+    setup = Unit(dialect)
+    setup.insert(ACCOUNTS, [account(f"acc_u{i}", f"u{i}") for i in range(4)])
+    assert await writer.write(lambda: setup)
+    unit = Unit(dialect)
+    unit.update(
+        ACCOUNTS,
+        "id",
+        [
+            {"id": "acc_u0", "name": "u0-new", "created_at": later},
+            {"id": "acc_u1", "name": "u1-new", "created_at": later},
+            {"id": "acc_u2", "name": "u2-only-name"},  # other columns: a statement of its own
+        ],
+    )
+    assert [sql.split(" FROM ")[0][:6] for sql, _, _ in unit.steps] == ["UPDATE", "UPDATE"]
+    assert "FROM (VALUES" in unit.steps[0][0]  # two rows, one statement
+    twice = Unit(dialect)  # the same key twice: row by row, the last one wins
+    twice.update(
+        ACCOUNTS, "id", [{"id": "acc_u3", "name": "first"}, {"id": "acc_u3", "name": "last"}]
+    )
+    assert "VALUES" not in twice.steps[0][0]
+    assert await writer.write(lambda: Unit.merged(dialect, [unit, twice]))
+    async with transaction(runtime.sessions) as session:
+        rows = (
+            await session.execute(
+                sa.select(Account.id, Account.name, Account.created_at)
+                .where(Account.id.like("acc_u%"))
+                .order_by(Account.id)
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("acc_u0", "u0-new", later),
+        ("acc_u1", "u1-new", later),
+        ("acc_u2", "u2-only-name", WHEN),
+        ("acc_u3", "last", WHEN),
+    ]
+
+
+async def test_inserts_of_many_rows_go_in_statements_of_bounded_size(
+    runtime: Runtime, writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_writer, "MULTI_ROWS", 3)  # 7 rows: statements of 3, 3 and 1
+    statements: list[str] = []
+    unit = Unit(runtime.engine.dialect)
+    unit.insert(ACCOUNTS, [account(f"acc_b{i}", f"b{i}") for i in range(7)])
+
+    def traced() -> Unit:  # in the writer's thread, on its connection
+        assert writer._conn is not None
+        writer._conn.set_trace_callback(statements.append)
+        return unit
+
+    try:
+        assert await writer.write(traced)
+    finally:
+        assert writer._conn is not None
+        writer._conn.set_trace_callback(None)
+    inserts = [sql for sql in statements if sql.startswith("INSERT")]
+    assert [sql.count("'acc_b") for sql in inserts] == [3, 3, 1]
+    assert sum(1 for key, _ in await names(runtime) if key.startswith("acc_b")) == 7

@@ -140,7 +140,7 @@ _OWNED = (
     Delivery.message_id == sa.bindparam("message_id"),
     Delivery.lease_owner == sa.bindparam("owner"),
 )
-_FINISH = sa.delete(Delivery).where(*_OWNED)
+_IN_CHUNK = 10_000  # ids per IN list (SQLite binds at most 32766 values)
 _RESCHEDULE = (
     sa.update(Delivery)
     .where(*_OWNED)
@@ -160,8 +160,12 @@ def unit_queue_changes(
 ) -> None:
     """:func:`finish` and :func:`reschedule` for a SQLite writer's unit, each row only
     while ``owner`` leases it: the unit is written only if every row still is."""
-    done = [{"message_id": m, "owner": owner} for m in finished]
-    unit.execute(_FINISH, done, expect=len(done))
+    for start in range(0, len(finished), _IN_CHUNK):  # one statement: one step in SQLite
+        ids = finished[start : start + _IN_CHUNK]
+        done = sa.delete(Delivery).where(
+            Delivery.lease_owner == owner, Delivery.message_id.in_(ids)
+        )
+        unit.execute_once(done, expect=len(ids))
     again = [{**r, "owner": owner} for r in rescheduled]
     unit.execute(_RESCHEDULE, again, expect=len(again))
 

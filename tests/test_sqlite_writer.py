@@ -254,3 +254,74 @@ async def test_inserts_of_many_rows_go_in_statements_of_bounded_size(
     inserts = [sql for sql in statements if sql.startswith("INSERT")]
     assert [sql.count("'acc_b") for sql in inserts] == [3, 3, 1]
     assert sum(1 for key, _ in await names(runtime) if key.startswith("acc_b")) == 7
+
+
+async def test_a_commit_is_acknowledged_only_once_the_wal_is_synced(
+    runtime: Runtime, writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer commits with synchronous=NORMAL (the lock is free before the disk is
+    done) and fsyncs the WAL itself: ``write`` returns after that fsync, and one fsync
+    covers every commit made before it."""
+    synced: list[str] = []
+    real = sqlite_writer.fsync_wal
+
+    def recording(path: str) -> None:
+        real(path)
+        synced.append(path)
+
+    monkeypatch.setattr(sqlite_writer, "fsync_wal", recording)
+    dialect = runtime.engine.dialect
+    first, second = Unit(dialect), Unit(dialect)
+    first.insert(ACCOUNTS, [account("acc_s1", "s1")])
+    second.insert(ACCOUNTS, [account("acc_s2", "s2")])
+    one = await writer.commit(lambda: first)
+    two = await writer.commit(lambda: second)
+    assert one is not None and two is not None and two > one
+    assert synced == []  # committed (visible) but not yet acknowledged as durable
+    await writer.sync(one)
+    await writer.sync(two)  # covered by the fsync made for the first
+    assert synced == [runtime.settings.db_url.split("///", 1)[1]]
+    third = Unit(dialect)
+    third.insert(ACCOUNTS, [account("acc_s3", "s3")])
+    assert await writer.write(lambda: third)
+    assert len(synced) == 2
+
+    async with transaction(runtime.sessions) as session:  # SQLAlchemy's connections: FULL
+        assert (await session.execute(sa.text("PRAGMA synchronous"))).scalar_one() == 2
+
+    def level() -> Unit | None:
+        assert writer._conn is not None
+        seen.append(writer._conn.execute("PRAGMA synchronous").fetchone()[0])
+        return None
+
+    seen: list[int] = []
+    await writer.write(level)
+    assert seen == [1]  # NORMAL: the WAL is synced by the writer itself
+
+
+async def test_a_failed_fsync_answers_no_message_as_stored(
+    runtime: Runtime, writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postroute.smtp.committer import Committer
+
+    def broken(path: str) -> None:
+        raise OSError(5, "Input/output error")
+
+    async def unexpected(session: object, items: object) -> list[str]:
+        raise AssertionError("the ordinary path was not expected")
+
+    def build(items: object) -> tuple[Unit, list[str]]:
+        unit = Unit(runtime.engine.dialect)
+        unit.insert(ACCOUNTS, [account("acc_f1", "f1")])
+        return unit, ["stored"]
+
+    monkeypatch.setattr(sqlite_writer, "fsync_wal", broken)
+    committer: Committer[str, str] = Committer(
+        lambda: runtime.sessions,
+        unexpected,  # type: ignore[arg-type]
+        writer=lambda: writer,
+        build=build,  # type: ignore[arg-type]
+    )
+    with pytest.raises(OSError, match="Input/output"):
+        await committer.run("m", 1)
+    await committer.close()

@@ -99,14 +99,16 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
             delay = min(delay * 2, LOCK_RETRY_MAX)
 
 
-def tune_sqlite_connection(conn: Any) -> None:
-    """The settings of every SQLite connection (SQLAlchemy's, and the bulk writer's)."""
+def tune_sqlite_connection(conn: Any, *, synchronous: str = "FULL") -> None:
+    """The settings of every SQLite connection (SQLAlchemy's, and the bulk writer's,
+    which syncs its commits itself: ``sqlite_writer``)."""
     cursor = conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     # FULL: each commit is fsync'd, so a 202 or a 250 survives a power cut, not only a
     # crash of the process (WAL + NORMAL may lose the last commits). About 0.13 ms
     # per commit on this project's machines, shared by a whole batch or group commit.
-    cursor.execute("PRAGMA synchronous=FULL")
+    assert synchronous in ("FULL", "NORMAL")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=0")  # BEGIN IMMEDIATE is retried by the caller
     cursor.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import re
 import sqlite3
 import time
@@ -140,33 +141,62 @@ class Unit:
 
 
 class SqliteWriter:
-    """A sqlite3 connection used from one thread of its own, opened on first use."""
+    """A sqlite3 connection used from one thread of its own, opened on first use.
+
+    Commits are made durable outside the write lock: the connection runs with
+    ``synchronous=NORMAL`` (in WAL mode a COMMIT then only writes the WAL; SQLite itself
+    still syncs around checkpoints and when the WAL starts over), and :meth:`sync` fsyncs
+    the WAL file afterwards, in a thread of its own. A caller answers only after
+    :meth:`sync` (:meth:`write` does both), so nothing is acknowledged before it is on
+    disk, as with ``synchronous=FULL``; but the next transaction, of this process or
+    another, need not wait for the disk, and one fsync covers every commit before it.
+    """
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="postroute-sqlite-writer")
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="postroute-sqlite-sync")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._committed = 0  # commits made (written by the writer's thread)
+        self._synced = 0  # of those, known to be on disk (written by the sync thread)
 
     async def write(self, build: Callable[[], Unit | None]) -> bool:
+        """:meth:`commit`, then :meth:`sync`: True once the transaction is on disk."""
+        ticket = await self.commit(build)
+        if ticket is None:
+            return False
+        await self.sync(ticket)
+        return True
+
+    async def commit(self, build: Callable[[], Unit | None]) -> int | None:
         """Begin (waiting for the write lock), call ``build`` in the transaction (under the
         lock: what is ready then goes in), check its guards, run its statements, commit.
-        False, with nothing written, when ``build`` gave nothing or a guard failed."""
+        Returns the commit's ticket for :meth:`sync` (it is not on disk yet); None, with
+        nothing written, when ``build`` gave nothing or a guard failed."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._transaction, build)
 
+    async def sync(self, ticket: int) -> None:
+        """Return once commit ``ticket`` is on disk (``OSError`` if the disk failed)."""
+        if self._synced >= ticket:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._syncer, self._sync, ticket)
+
     async def close(self) -> None:
-        """Close the connection and stop the thread (again: nothing to do)."""
+        """Close the connection and stop the threads (again: nothing to do)."""
         if self._closed:
             return
         self._closed = True
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=True)
+        self._syncer.shutdown(wait=True)
 
     # -- in the writer's thread ---------------------------------------------------------
 
-    def _transaction(self, build: Callable[[], Unit | None]) -> bool:
+    def _transaction(self, build: Callable[[], Unit | None]) -> int | None:
         conn = self._conn or self._connect()
         sql = "BEGIN IMMEDIATE"
         try:
@@ -175,19 +205,20 @@ class SqliteWriter:
                 unit = build()
                 if unit is None:
                     conn.execute("ROLLBACK")
-                    return False
+                    return None
                 for sql, params, rows in unit.guards:
                     if [tuple(r) for r in conn.execute(sql, params).fetchall()] != rows:
                         conn.execute("ROLLBACK")
-                        return False
+                        return None
                 for sql, many, expect in unit.steps:
                     changed = _run(conn, sql, many)
                     if expect is not None and changed != expect:
                         conn.execute("ROLLBACK")
-                        return False
+                        return None
                 sql = "COMMIT"
                 conn.execute(sql)
-                return True
+                self._committed += 1
+                return self._committed
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -197,9 +228,18 @@ class SqliteWriter:
                 sql, None, exc, sqlite3.Error, hide_parameters=True
             ) from None
 
+    # -- in the sync thread ---------------------------------------------------------------
+
+    def _sync(self, ticket: int) -> None:
+        if self._synced >= ticket:  # an fsync that began after it covered it
+            return
+        target = self._committed  # every commit made so far is in the WAL file
+        fsync_wal(self._path)
+        self._synced = max(self._synced, target)
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        db.tune_sqlite_connection(conn)
+        db.tune_sqlite_connection(conn, synchronous="NORMAL")  # see the class: sync()
         self._conn = conn
         return conn
 
@@ -235,6 +275,22 @@ def _run(conn: sqlite3.Connection, sql: str, rows: list[Row]) -> int:
         many = f"{head} VALUES {', '.join([group] * len(chunk))}"
         changed += conn.execute(many, list(itertools.chain.from_iterable(chunk))).rowcount
     return changed
+
+
+def fsync_wal(path: str) -> None:
+    """fsync the database's WAL file: every frame written to it so far is then on disk.
+    Frames a checkpoint has already copied into the database file were synced there by
+    the checkpoint; without a WAL file (every connection closed) the database file."""
+    for name in (f"{path}-wal", path):
+        try:
+            fd = os.open(name, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return
 
 
 def _begin(conn: sqlite3.Connection) -> None:

@@ -65,6 +65,7 @@ class Committer(Generic[I, R]):
         self._build = build
         self._queue: deque[_Pending[I, R]] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._syncing: set[asyncio.Future[None]] = set()  # committed batches awaiting fsync
 
     async def run(self, item: I, size: int) -> R:
         """``item``'s result once the transaction storing it is committed; its
@@ -78,9 +79,10 @@ class Committer(Generic[I, R]):
         return await future
 
     async def close(self) -> None:
-        """Wait for the batch being committed, if any (at shutdown)."""
+        """Wait for the batch being committed, if any, and its answers (at shutdown)."""
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._syncing, return_exceptions=True)
 
     async def _drain(self) -> None:
         try:
@@ -158,34 +160,56 @@ class Committer(Generic[I, R]):
             results.append(replies)
             return built
 
-        write = asyncio.ensure_future(writer.write(unit))
+        write = asyncio.ensure_future(writer.commit(unit))
         try:
             await asyncio.wait([write])
         except asyncio.CancelledError:
             cancelled.set()
             await asyncio.wait([write])
-            if self._conclude(write, taken, results):
+            if self._conclude(writer, write, taken, results):
                 self._fail(taken, asyncio.CancelledError())
             raise
         if failed:
             log.error("SMTP group commit: building its statements failed: %r", failed[0])
-        return taken if self._conclude(write, taken, results) else None
+        return taken if self._conclude(writer, write, taken, results) else None
 
     def _conclude(
         self,
-        write: asyncio.Future[bool],
+        writer: SqliteWriter,
+        write: asyncio.Future[int | None],
         taken: list[_Pending[I, R]],
         results: list[Sequence[R]],
     ) -> bool:
-        """Hand out a finished write's outcome; True when ``taken`` is still to store."""
+        """Hand out a finished write's outcome; True when ``taken`` is still to store.
+        A commit's sessions are answered once it is on disk, by a task of its own: the
+        next batch need not wait for the disk (the write lock is free already)."""
         error = write.exception()
         if error is not None:  # nothing stored; failed to begin: those it would take
             self._fail(taken or self._take(), error)
             return False
-        if write.result():
-            self._settle(taken, results[0])
+        ticket = write.result()
+        if ticket is not None:
+            task = asyncio.ensure_future(self._answer(writer, ticket, taken, results[0]))
+            self._syncing.add(task)
+            task.add_done_callback(self._syncing.discard)
             return False
         return bool(taken)
+
+    async def _answer(
+        self,
+        writer: SqliteWriter,
+        ticket: int,
+        batch: list[_Pending[I, R]],
+        results: Sequence[R | errors.DomainError],
+    ) -> None:
+        try:
+            await writer.sync(ticket)
+        except BaseException as exc:  # committed, but not known to be on disk: no 250
+            self._fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._settle(batch, results)
 
     @staticmethod
     def _fail(batch: Sequence[_Pending[I, R]], exc: BaseException) -> None:

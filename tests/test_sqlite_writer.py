@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from postroute import sqlite_writer
 from postroute.api.runtime import Runtime
 from postroute.db import create_engine, fetch_all, session_factory, transaction
-from postroute.models import Account
+from postroute.models import Account, MessageContent
 from postroute.models.base import table_of
 from postroute.sqlite_writer import SqliteWriter, Unit
 from tests.conftest import BACKEND
@@ -191,46 +193,79 @@ async def test_merged_units_write_each_statement_once_with_all_rows(
     )
 
 
+CONTENTS = table_of(MessageContent)
+
+
+def content(key: str, size: int) -> dict[str, object]:
+    return {"id": key, "account_id": "acc_c", "mime": b"x", "size": size, "created_at": WHEN}
+
+
 async def test_updates_of_many_rows_in_one_statement_read_back_as_written(
     runtime: Runtime, writer: SqliteWriter
 ) -> None:
     dialect = runtime.engine.dialect
     later = datetime(2026, 11, 23, 4, 5, 6, 789, tzinfo=UTC)
     setup = Unit(dialect)
-    setup.insert(ACCOUNTS, [account(f"acc_u{i}", f"u{i}") for i in range(4)])
+    setup.insert(CONTENTS, [content(f"cnt_u{i}", i) for i in range(4)])
     assert await writer.write(lambda: setup)
     unit = Unit(dialect)
     unit.update(
-        ACCOUNTS,
+        CONTENTS,
         "id",
         [
-            {"id": "acc_u0", "name": "u0-new", "created_at": later},
-            {"id": "acc_u1", "name": "u1-new", "created_at": later},
-            {"id": "acc_u2", "name": "u2-only-name"},  # other columns: a statement of its own
+            {"id": "cnt_u0", "size": 100, "created_at": later},
+            {"id": "cnt_u1", "size": 101, "created_at": later},
+            {"id": "cnt_u2", "size": 102},  # other columns: a statement of its own
         ],
     )
-    assert [sql.split(" FROM ")[0][:6] for sql, _, _ in unit.steps] == ["UPDATE", "UPDATE"]
+    assert [sql[:6] for sql, _, _ in unit.steps] == ["UPDATE", "UPDATE"]
     assert "FROM (VALUES" in unit.steps[0][0]  # two rows, one statement
     twice = Unit(dialect)  # the same key twice: row by row, the last one wins
-    twice.update(
-        ACCOUNTS, "id", [{"id": "acc_u3", "name": "first"}, {"id": "acc_u3", "name": "last"}]
-    )
+    twice.update(CONTENTS, "id", [{"id": "cnt_u3", "size": 7}, {"id": "cnt_u3", "size": 8}])
     assert "VALUES" not in twice.steps[0][0]
     assert await writer.write(lambda: Unit.merged(dialect, [unit, twice]))
     async with transaction(runtime.sessions) as session:
         rows = (
             await session.execute(
-                sa.select(Account.id, Account.name, Account.created_at)
-                .where(Account.id.like("acc_u%"))
-                .order_by(Account.id)
+                sa.select(MessageContent.id, MessageContent.size, MessageContent.created_at)
+                .where(MessageContent.id.like("cnt_u%"))
+                .order_by(MessageContent.id)
             )
         ).all()
     assert [tuple(r) for r in rows] == [
-        ("acc_u0", "u0-new", later),
-        ("acc_u1", "u1-new", later),
-        ("acc_u2", "u2-only-name", WHEN),
-        ("acc_u3", "last", WHEN),
+        ("cnt_u0", 100, later),
+        ("cnt_u1", 101, later),
+        ("cnt_u2", 102, WHEN),
+        ("cnt_u3", 8, WHEN),
     ]
+
+
+async def test_updates_setting_a_unique_column_go_row_by_row(
+    runtime: Runtime, writer: SqliteWriter
+) -> None:
+    """SQLite checks UNIQUE per row in join order: a swap that is valid row by row (b
+    takes a new name, then a takes b's old one) must not fail as one statement."""
+    dialect = runtime.engine.dialect
+    setup = Unit(dialect)
+    setup.insert(ACCOUNTS, [account("acc_qa", "qa"), account("acc_qb", "qb")])
+    assert await writer.write(lambda: setup)
+    swap = Unit(dialect)
+    swap.update(ACCOUNTS, "id", [{"id": "acc_qb", "name": "qr"}, {"id": "acc_qa", "name": "qb"}])
+    assert "VALUES" not in swap.steps[0][0]
+    assert await writer.write(lambda: swap)
+    assert {("acc_qa", "qb"), ("acc_qb", "qr")} <= set(await names(runtime))
+
+
+async def test_values_in_an_in_list_are_converted(runtime: Runtime, writer: SqliteWriter) -> None:
+    setup = Unit(runtime.engine.dialect)
+    setup.insert(CONTENTS, [content("cnt_in1", 1), content("cnt_in2", 2)])
+    assert await writer.write(lambda: setup)
+    gone = Unit(runtime.engine.dialect)
+    stmt = sa.delete(MessageContent).where(
+        MessageContent.created_at.in_([WHEN]), MessageContent.id.in_(["cnt_in1", "cnt_in2"])
+    )
+    gone.execute_once(stmt, expect=2)  # the timestamp as stored (text), or nothing matches
+    assert await writer.write(lambda: gone)
 
 
 async def test_inserts_of_many_rows_go_in_statements_of_bounded_size(
@@ -265,9 +300,9 @@ async def test_a_commit_is_acknowledged_only_once_the_wal_is_synced(
     synced: list[str] = []
     real = sqlite_writer.fsync_wal
 
-    def recording(path: str) -> None:
-        real(path)
-        synced.append(path)
+    def recording(fd: int) -> None:
+        real(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
 
     monkeypatch.setattr(sqlite_writer, "fsync_wal", recording)
     dialect = runtime.engine.dialect
@@ -280,7 +315,7 @@ async def test_a_commit_is_acknowledged_only_once_the_wal_is_synced(
     assert synced == []  # committed (visible) but not yet acknowledged as durable
     await writer.sync(one)
     await writer.sync(two)  # covered by the fsync made for the first
-    assert synced == [runtime.settings.db_url.split("///", 1)[1]]
+    assert synced == [runtime.settings.db_url.split("///", 1)[1] + "-wal"]
     third = Unit(dialect)
     third.insert(ACCOUNTS, [account("acc_s3", "s3")])
     assert await writer.write(lambda: third)
@@ -304,7 +339,7 @@ async def test_a_failed_fsync_answers_no_message_as_stored(
 ) -> None:
     from postroute.smtp.committer import Committer
 
-    def broken(path: str) -> None:
+    def broken(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
     async def unexpected(session: object, items: object) -> list[str]:
@@ -325,3 +360,42 @@ async def test_a_failed_fsync_answers_no_message_as_stored(
     with pytest.raises(OSError, match="Input/output"):
         await committer.run("m", 1)
     await committer.close()
+
+
+async def test_after_a_failed_fsync_no_later_commit_is_acknowledged(
+    runtime: Runtime, writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    def once_broken(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sqlite_writer, "fsync_wal", once_broken)
+    first, second = Unit(runtime.engine.dialect), Unit(runtime.engine.dialect)
+    first.insert(CONTENTS, [content("cnt_f1", 1)])
+    second.insert(CONTENTS, [content("cnt_f2", 2)])
+    with pytest.raises(OSError, match="Input/output"):
+        await writer.write(lambda: first)
+    with pytest.raises(OSError, match="an earlier fsync failed"):
+        await writer.write(lambda: second)  # its frames follow ones that may be lost
+    assert len(calls) == 1
+
+
+async def test_the_wal_is_found_through_a_symlinked_path(tmp_path: Path, runtime: Runtime) -> None:
+    """SQLite names the WAL after the database's real path: the writer fsyncs that file,
+    not ``<link>-wal`` (missing) nor the database file."""
+    real = Path(runtime.settings.db_url.split("///", 1)[1])
+    link = tmp_path / "linked" / "postroute.db"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    linked = SqliteWriter(str(link))
+    try:
+        unit = Unit(runtime.engine.dialect)
+        unit.insert(CONTENTS, [content("cnt_l1", 1)])
+        assert await linked.write(lambda: unit)
+        assert linked._wal is not None
+        assert os.readlink(f"/proc/self/fd/{linked._wal}") == f"{real}-wal"
+    finally:
+        await linked.close()

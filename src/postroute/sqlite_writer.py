@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
+import logging
 import os
 import re
 import sqlite3
@@ -38,6 +40,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from postroute import db
 
+log = logging.getLogger("postroute.db")
+
 Row = tuple[Any, ...]
 
 
@@ -51,20 +55,21 @@ class Unit:
 
     @classmethod
     def merged(cls, dialect: Dialect, units: Sequence[Unit]) -> Unit:
-        """Several units as one: guards in order; each statement's rows join the first
-        step of the same SQL (steps with an expected row count stay apart). Units made
-        alike (same statements in the same order, some left out) keep their order."""
+        """Several units as one: guards in order; each plain INSERT's rows join its first
+        step (other statements stay in order, apart). Units made alike (the same inserts
+        in the same order, some left out) keep their order."""
         out = cls(dialect)
         first: dict[str, list[Row]] = {}
         for unit in units:
             out.guards.extend(unit.guards)
             for sql, rows, expect in unit.steps:
-                if expect is None and sql in first:
+                mergeable = expect is None and sql.startswith("INSERT INTO ")
+                if mergeable and sql in first:
                     first[sql].extend(rows)
                     continue
                 mine = list(rows)
                 out.steps.append((sql, mine, expect))
-                if expect is None:
+                if mergeable:
                     first[sql] = mine
         return out
 
@@ -96,7 +101,13 @@ class Unit:
             if plan is None:
                 raise ValueError(f"{table.name}: onupdate columns need the ORM path")
             params = db.positional_rows(plan, group)
-            if len(group) < 2 or len({row[key] for row in group}) < len(group):
+            keys = {p[-1] for p in params}  # as bound (the key's bind comes last)
+            if (
+                len(group) < 2
+                or len(keys) < len(group)
+                or not UPDATE_FROM
+                or _unique_columns(table) & set(group[0])
+            ):  # row by row: the same key twice, a UNIQUE column (checked per row), old SQLite
                 self.steps.append((plan[0], params, None))
                 continue
             # the plan's parameters: the SET columns in order, then the key (``_<name>``)
@@ -118,17 +129,15 @@ class Unit:
     def execute_once(self, stmt: sa.ClauseElement, *, expect: int | None = None) -> None:
         """``stmt`` with the values it holds (an ``IN`` list, say) as one statement: compiled
         here, not kept (:meth:`execute` is for statements built once)."""
-        compiled = cast(
-            SQLCompiler,
-            stmt.compile(dialect=self.dialect, compile_kwargs={"render_postcompile": True}),
-        )
-        named = db.Named(str(compiled), list(compiled.positiontup or ()), [], {})
-        processors: dict[str, Any] = dict(compiled._bind_processors)
-        values = db.processed(
-            [compiled.params[n] for n in named.names],
-            [(i, processors[n]) for i, n in enumerate(named.names) if n in processors],
-        )
-        self.steps.append((named.sql, [values], expect))
+        compiled = cast(SQLCompiler, stmt.compile(dialect=self.dialect))
+        state = compiled.construct_expanded_state()
+        names = list(state.positiontup or ())
+        processors = state.processors
+        values = [
+            processors[n](state.parameters[n]) if n in processors else state.parameters[n]
+            for n in names
+        ]
+        self.steps.append((state.statement, [tuple(values)], expect))
 
     def execute(
         self, stmt: sa.ClauseElement, rows: Sequence[dict[str, Any]], *, expect: int | None = None
@@ -160,6 +169,8 @@ class SqliteWriter:
         self._closed = False
         self._committed = 0  # commits made (written by the writer's thread)
         self._synced = 0  # of those, known to be on disk (written by the sync thread)
+        self._wal: int | None = None  # the WAL file, open as long as the connection
+        self._failed: OSError | None = None  # a failed fsync: nothing is durable since
 
     async def write(self, build: Callable[[], Unit | None]) -> bool:
         """:meth:`commit`, then :meth:`sync`: True once the transaction is on disk."""
@@ -178,7 +189,13 @@ class SqliteWriter:
         return await loop.run_in_executor(self._executor, self._transaction, build)
 
     async def sync(self, ticket: int) -> None:
-        """Return once commit ``ticket`` is on disk (``OSError`` if the disk failed)."""
+        """Return once commit ``ticket`` is on disk. ``OSError`` if an fsync failed, for
+        this and every later commit: after a failed fsync the kernel may have dropped
+        the pages, and a WAL frame counts only if every frame before it is intact, so
+        nothing written since is known to be durable (as PostgreSQL, the process must
+        be restarted, and SQLite recovers the WAL)."""
+        if self._failed is not None:
+            raise OSError(self._failed.errno, f"an earlier fsync failed: {self._failed}")
         if self._synced >= ticket:
             return
         loop = asyncio.get_running_loop()
@@ -190,9 +207,12 @@ class SqliteWriter:
             return
         self._closed = True
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._close)
+        await loop.run_in_executor(self._executor, self._close)  # after a write in progress
         self._executor.shutdown(wait=True)
-        self._syncer.shutdown(wait=True)
+        self._syncer.shutdown(wait=True)  # syncs already asked for run first
+        if self._wal is not None:
+            os.close(self._wal)
+            self._wal = None
 
     # -- in the writer's thread ---------------------------------------------------------
 
@@ -231,15 +251,32 @@ class SqliteWriter:
     # -- in the sync thread ---------------------------------------------------------------
 
     def _sync(self, ticket: int) -> None:
+        if self._failed is not None:
+            raise OSError(self._failed.errno, f"an earlier fsync failed: {self._failed}")
         if self._synced >= ticket:  # an fsync that began after it covered it
             return
         target = self._committed  # every commit made so far is in the WAL file
-        fsync_wal(self._path)
+        assert self._wal is not None, "a commit was made: the connection has its WAL"
+        try:
+            fsync_wal(self._wal)
+        except OSError as exc:
+            self._failed = exc
+            log.critical("fsync of the SQLite WAL failed: %s; nothing more is acknowledged", exc)
+            raise
         self._synced = max(self._synced, target)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         db.tune_sqlite_connection(conn, synchronous="NORMAL")  # see the class: sync()
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # opens the WAL
+        # The WAL's name from SQLite's own path of the database (symlinks resolved), kept
+        # open as long as the connection: it stays the same file (restarts reuse it, and
+        # only the last connection to close deletes it), and it sees every write error.
+        # The database file itself is never opened here: closing a descriptor of it would
+        # drop this process's POSIX locks on it.
+        main = conn.execute("PRAGMA database_list").fetchone()[2]
+        if self._wal is None:
+            self._wal = os.open(f"{main}-wal", os.O_RDONLY)
         self._conn = conn
         return conn
 
@@ -255,7 +292,22 @@ class SqliteWriter:
 # worker: 20-45 us per row against 5-10 us alone). Bounded by SQLite's 32766 variables.
 _ONE_ROW = re.compile(r"\(\?(?:, \?)*\)")
 MULTI_ROWS = 500
-MAX_VARIABLES = 32766
+MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM
+
+
+@functools.cache
+def _unique_columns(table: sa.Table) -> frozenset[str]:
+    """Columns under a UNIQUE constraint or index (not the primary key: rows are found by
+    it, and it is not set)."""
+    found: set[str] = set()
+    for constraint in table.constraints:
+        if isinstance(constraint, sa.UniqueConstraint):
+            found.update(c.key for c in constraint.columns)
+    for index in table.indexes:
+        if index.unique:
+            found.update(c.key for c in index.columns)
+    return frozenset(found)
 
 
 def _run(conn: sqlite3.Connection, sql: str, rows: list[Row]) -> int:
@@ -277,20 +329,10 @@ def _run(conn: sqlite3.Connection, sql: str, rows: list[Row]) -> int:
     return changed
 
 
-def fsync_wal(path: str) -> None:
-    """fsync the database's WAL file: every frame written to it so far is then on disk.
-    Frames a checkpoint has already copied into the database file were synced there by
-    the checkpoint; without a WAL file (every connection closed) the database file."""
-    for name in (f"{path}-wal", path):
-        try:
-            fd = os.open(name, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return
+def fsync_wal(fd: int) -> None:
+    """fsync the WAL file: every frame written to it so far is then on disk (frames a
+    checkpoint has copied into the database file were synced there by the checkpoint)."""
+    os.fsync(fd)
 
 
 def _begin(conn: sqlite3.Connection) -> None:

@@ -209,7 +209,11 @@ class Committer(Generic[I, R]):
             if not isinstance(exc, Exception):
                 raise
             return
-        self._settle(batch, results)
+        try:
+            self._settle(batch, results)
+        except Exception as exc:  # a bug: no session is left without an answer
+            log.exception("SMTP group commit: handing out the results failed")
+            self._fail(batch, exc)
 
     @staticmethod
     def _fail(batch: Sequence[_Pending[I, R]], exc: BaseException) -> None:

@@ -1,7 +1,7 @@
 """SMTP ingress benchmark: smtp-source → Postroute SMTP → SQLite queue → pool → smtp-sink.
 
     .venv/bin/python bench/smtp_ingress.py --persist --count 10000 --size 2048 --runs 3
-        [--split] [--with-postfix] [--max-connections 8] [--env POSTROUTE_X=V]
+        [--split] [--with-postfix [--interleave]] [--max-connections 8] [--env POSTROUTE_X=V]
         [--profile DIR [--profile-gil]] [--print-only]
     .venv/bin/python bench/smtp_ingress.py --smtp-only --persist --count 10000 --runs 3
 
@@ -14,9 +14,12 @@ starts ``smtp-sink -c`` on SINK_PORT, starts Postroute (``postroute serve``, or 
 ``--warmup`` then ``--count`` messages per run with smtp-source (20 sessions, ``-d`` with
 ``--persist``) to the STARTTLS listener, and times the last 250 (accepted/s) and the
 sink's count reaching N (delivered/s). ``--with-postfix`` first measures Postfix
-(``smtp_anchor.sh postfix``, the same options) in the same session. A table of the medians
-ends the output, then the CPU time of each Postroute process per measured message
-(``smtp``, ``worker``, ``serve``: from the end of the warm-up to the last delivery).
+(``smtp_anchor.sh postfix``, the same options) in the same session; with ``--interleave``
+it alternates one Postfix run and one Postroute run instead, so that both sides of each
+ratio meet the same host (steal moves within minutes), and prints the ratio per pair. A
+table of the medians ends the output, then the CPU time of each Postroute process per
+measured message (``smtp``, ``worker``, ``serve``: from the end of the warm-up to the
+last delivery).
 ``--print-only`` prints the environment and the anchor command instead.
 
 ``--smtp-only`` measures the SMTP process alone, without the anchor: ``postroute smtp``
@@ -299,6 +302,39 @@ def run_anchor(args: argparse.Namespace, argv: list[str], env: dict[str, str],
     return anchor.returncode
 
 
+def interleaved(args: argparse.Namespace, env: dict[str, str], logdir: Path) -> int:
+    """``--runs`` rounds of one Postfix run then one Postroute run: both sides of each
+    ratio see the same host (its steal moves within minutes)."""
+    one = argparse.Namespace(**{**vars(args), "runs": 1})  # shares cpu_reports
+    rc = 0
+    for _ in range(args.runs):
+        wait_idle(args.wait_idle)
+        rc |= run_anchor(one, anchor_argv(one, "postfix"), env, logdir)
+        project = [*anchor_argv(one, "project"), "--label", args.label, "--load-cmd",
+                   load_cmd(args)]  # fmt: skip
+        rc |= run_anchor(one, project, env, logdir)
+    return rc
+
+
+def pairs(out: Path, since: str) -> str:
+    """Postroute's delivered/s against Postfix's, run by run in order (with
+    ``--interleave``, each Postroute run against the Postfix run just before it)."""
+    theirs: list[float] = []
+    ours: list[float] = []
+    with contextlib.suppress(OSError):
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("summary") or r.get("ts", since) < since or not r.get("deliver_rate"):
+                continue
+            (theirs if str(r["label"]).startswith("postfix") else ours).append(r["deliver_rate"])
+    ratios = [o / t for t, o in zip(theirs, ours) if t]  # noqa: B905 - as many as finished
+    if not ratios:
+        return "# no pair of runs to compare"
+    each = ", ".join(f"{o:.0f}/{t:.0f} = {o / t:.2f}x" for t, o in zip(theirs, ours))  # noqa: B905
+    median = statistics.median(ratios)
+    return f"# delivered/s, Postroute/Postfix per run: {each}; median {median:.2f}x"
+
+
 def table(out: Path, since: str) -> str:
     """Markdown table of the anchor's medians written since ``since`` (its ``ts`` format)."""
     summaries: list[dict[str, Any]] = []
@@ -344,6 +380,8 @@ def parse_args() -> argparse.Namespace:
     add("--split", action="store_true", help="`postroute smtp` + `postroute worker`")
     add("--smtp-only", action="store_true", help="`postroute smtp` alone, no anchor or worker")
     add("--with-postfix", action="store_true", help="measure Postfix first, same options")
+    add("--interleave", action="store_true",
+        help="with --with-postfix: alternate one Postfix run and one Postroute run")  # fmt: skip
     add("--max-connections", type=int, default=8, help="the pool's max_connections")
     add("--sink-port", type=int, default=int(os.environ.get("SINK_PORT", 2526)))
     add("--port", type=int, default=0, help="Postroute's STARTTLS listener (default: free)")
@@ -405,12 +443,17 @@ def main() -> None:
                 args.keep = True
             return
         rc = 0
-        if args.with_postfix:
+        if args.with_postfix and args.interleave:
+            rc |= interleaved(args, env, logdir)
+        else:
+            if args.with_postfix:
+                wait_idle(args.wait_idle)
+                rc |= run_anchor(args, anchor_argv(args, "postfix"), env, logdir)
             wait_idle(args.wait_idle)
-            rc |= run_anchor(args, anchor_argv(args, "postfix"), env, logdir)
-        wait_idle(args.wait_idle)
-        rc |= run_anchor(args, project, env, logdir)
+            rc |= run_anchor(args, project, env, logdir)
         print(table(out, since), flush=True)
+        if args.with_postfix:
+            print(pairs(out, since), flush=True)
         print("\n".join(args.cpu_reports), flush=True)
         if rc:
             print(f"# the anchor exited with {rc}; logs in {logdir}", flush=True)

@@ -3,7 +3,7 @@ the table in :mod:`postroute.smtp.replies`. No SQL here. The DATA hook validates
 message and builds its rows against the account's pools as last read (outside any
 transaction), and owns the transaction it is stored in (shared with other sessions'
 messages by the :class:`Committer`); the 250 is sent only after that transaction is
-committed."""
+committed and on disk."""
 
 from __future__ import annotations
 

@@ -15,8 +15,9 @@ starts ``smtp-sink -c`` on SINK_PORT, starts Postroute (``postroute serve``, or 
 ``--persist``) to the STARTTLS listener, and times the last 250 (accepted/s) and the
 sink's count reaching N (delivered/s). ``--with-postfix`` first measures Postfix
 (``smtp_anchor.sh postfix``, the same options) in the same session; with ``--interleave``
-it alternates one Postfix run and one Postroute run instead, so that both sides of each
-ratio meet the same host (steal moves within minutes), and prints the ratio per pair. A
+it alternates one Postfix run and one Postroute run instead (each after the machine is
+idle again), so that both sides of each ratio meet the same host (steal moves within
+minutes), and prints the ratio per pair. A
 table of the medians ends the output, then the CPU time of each Postroute process per
 measured message (``smtp``, ``worker``, ``serve``: from the end of the warm-up to the
 last delivery).
@@ -54,7 +55,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _postroute import POSTROUTE, STARTUP_TIMEOUT, postroute_env, run_cli
-from _proc import CLK_TCK, LOOPBACK, Child, free_port, wait_port
+from _proc import CLK_TCK, LOOPBACK, Child, free_port, machine_busy_seconds, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHOR = ROOT.parent / "shared" / "bench" / "smtp_anchor.sh"
@@ -310,10 +311,24 @@ def interleaved(args: argparse.Namespace, env: dict[str, str], logdir: Path) -> 
     for _ in range(args.runs):
         wait_idle(args.wait_idle)
         rc |= run_anchor(one, anchor_argv(one, "postfix"), env, logdir)
+        settle()  # Postfix goes on working (queue files, writeback) after its last delivery
         project = [*anchor_argv(one, "project"), "--label", args.label, "--load-cmd",
                    load_cmd(args)]  # fmt: skip
         rc |= run_anchor(one, project, env, logdir)
+        settle()
     return rc
+
+
+def settle(limit: float = 60.0, busy: float = 0.15) -> None:
+    """Wait (at most ``limit`` s) until the machine is idle: under ``busy`` of a core for
+    two seconds in a row."""
+    end, quiet = time.monotonic() + limit, 0
+    while time.monotonic() < end and quiet < 2:
+        before = machine_busy_seconds()
+        time.sleep(1)
+        quiet = quiet + 1 if machine_busy_seconds() - before < busy else 0
+    if quiet < 2:
+        print(f"# the machine was still busy after {limit:.0f} s; going on", flush=True)
 
 
 def pairs(out: Path, since: str) -> str:

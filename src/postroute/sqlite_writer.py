@@ -5,8 +5,10 @@ Through SQLAlchemy's aiosqlite adaptor each statement is a round trip to aiosqli
 thread, and each return waits its turn in a busy event loop, all while SQLite's one
 write lock is held (measured in docs/performance-smtp.md: most of a group commit's
 transaction was such waits). Here a whole transaction (``BEGIN IMMEDIATE``, guard
-reads, each ``executemany``, ``COMMIT``) is one call in a thread of this process with a
-sqlite3 connection of its own, so the lock is held for SQLite's own work.
+reads, its statements, ``COMMIT``) is one call in a thread of this process with a
+sqlite3 connection of its own, so the lock is held for SQLite's own work: rows go in
+multi-row statements (see :func:`_run`), and the commit's fsync is made after the lock
+is released (see :class:`SqliteWriter`).
 
 The statements are SQLAlchemy's, compiled once for SQLite, and the rows are converted by
 its bind processors (:mod:`postroute.db`), mostly before the hand-off. A guard that no

@@ -199,14 +199,8 @@ async def _executemany(conn: AsyncConnection, plan: Plan, rows: Sequence[dict[st
 
 def positional_rows(plan: Plan, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """Each row as the statement's positional parameters, converted as SQLAlchemy would."""
-    _, get, processed = plan
-    params = []
-    for row in rows:
-        values = list(get(row))
-        for index, process in processed:
-            values[index] = process(values[index])
-        params.append(tuple(values))
-    return params
+    _, get, todo = plan
+    return [processed(list(get(row)), todo) for row in rows]
 
 
 Getter = Callable[[dict[str, Any]], Sequence[Any]]
@@ -309,6 +303,11 @@ def named(stmt: sa.ClauseElement, dialect: Dialect) -> Named:
         if not bind.required and bind.callable is None
     }
     return Named(str(compiled), names, todo, fixed)
+
+
+def column_bind(table: sa.Table, name: str) -> sa.BindParameter[Any]:
+    """A bind parameter named after a column and typed like it (its processor applies)."""
+    return sa.bindparam(name, type_=table.c[name].type)
 
 
 def processed(values: list[Any], todo: _Processed) -> tuple[Any, ...]:

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postroute.db import insert_many, update_by_key
+from postroute.db import column_bind, insert_many, update_by_key
 from postroute.kit.clock import as_utc
 from postroute.models import (
     Delivery,
@@ -133,7 +133,7 @@ async def release(session: AsyncSession, owner: str, ids: Sequence[str], now: da
 
 
 def _column(name: str) -> sa.BindParameter[Any]:
-    return sa.bindparam(name, type_=table_of(Delivery).c[name].type)
+    return column_bind(table_of(Delivery), name)
 
 
 _OWNED = (

@@ -261,7 +261,7 @@ def plan(
     submission = _submission(request, pools.pools, max_recipients)
     prepared = prepare([(request.account_id, submission)], now)
     planned = Planned(request, now, pools.stamp, prepared)
-    return planned if dialect is None else plan_inserts(planned, dialect)
+    return planned if dialect is None else _with_inserts(planned, dialect)
 
 
 async def store(
@@ -305,14 +305,12 @@ def unit_of(planned: Sequence[Planned], dialect: Dialect) -> tuple[Unit, list[Se
         pools_repo.guard_stamp(guards, account_id, stamp)
     parts = [guards]
     for item in planned:
-        if item.inserts is None:  # planned without the dialect: its rows converted here
-            item = plan_inserts(item, dialect)
-        assert item.inserts is not None
+        assert item.inserts is not None, "planned with the writer's dialect"
         parts.append(item.inserts)
     return Unit.merged(dialect, parts), [p.prepared.replies[0] for p in planned]
 
 
-def plan_inserts(item: Planned, dialect: Dialect) -> Planned:
+def _with_inserts(item: Planned, dialect: Dialect) -> Planned:
     inserts = Unit(dialect)
     messages_repo.add_submission(inserts, item.prepared.rows)
     return dataclasses.replace(item, inserts=inserts)

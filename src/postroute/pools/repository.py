@@ -12,8 +12,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postroute.db import fetch_all
+from postroute.db import column_bind, fetch_all
 from postroute.models import PoolDailyUsage, SmtpPool
+from postroute.models.base import table_of
 from postroute.sqlite_writer import Unit
 
 
@@ -113,7 +114,7 @@ async def add_usage(
 @functools.cache
 def _add_usage_sqlite() -> Any:
     def bind(name: str) -> sa.BindParameter[Any]:
-        return sa.bindparam(name, type_=PoolDailyUsage.__table__.c[name].type)
+        return column_bind(table_of(PoolDailyUsage), name)
 
     stmt = sqlite_insert(PoolDailyUsage).values(
         pool_id=bind("pool_id"), day=bind("day"), sent=bind("sent"), throttled=bind("throttled")

@@ -171,6 +171,18 @@ class RawClient:
             await self.writer.wait_closed()
 
 
+async def submit(ports: Ports, opened: list[RawClient], data: bytes) -> tuple[int, str]:
+    """One SMTP transaction on a new connection: the DATA reply."""
+    raw = await RawClient.connect(ports.starttls)
+    opened.append(raw)
+    await raw.command("EHLO app.example.com")
+    assert (await raw.command("MAIL FROM:<shop@example.com>"))[0] == 250
+    assert (await raw.command("RCPT TO:<customer@example.org>"))[0] == 250
+    assert (await raw.command("DATA"))[0] == 354
+    await raw.send(data + b".\r\n")
+    return await raw.reply()
+
+
 @pytest.fixture
 async def raw_clients() -> AsyncIterator[list[RawClient]]:
     """Every RawClient appended here is closed at teardown."""

@@ -20,7 +20,7 @@ from postroute.kit.clock import FakeClock
 from postroute.smtp.listeners import SmtpServer
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool
-from tests.smtp.conftest import Ports, RawClient, message, queued_id
+from tests.smtp.conftest import Ports, RawClient, message, queued_id, submit
 from tests.support.relay import RecordingRelay
 
 pytestmark = pytest.mark.usefixtures("loopback_credential")
@@ -31,18 +31,6 @@ SUBJECT = "Subject: Your order"
 
 # Seconds the clock moves before a pool is changed: 0 leaves every updated_at as it was.
 CLOCK = pytest.mark.parametrize("advance", [0, 5], ids=["same-instant", "clock-advanced"])
-
-
-async def submit(ports: Ports, opened: list[RawClient], data: bytes) -> tuple[int, str]:
-    """One SMTP transaction on a new connection: the DATA reply."""
-    raw = await RawClient.connect(ports.starttls)
-    opened.append(raw)
-    await raw.command("EHLO app.example.com")
-    assert (await raw.command("MAIL FROM:<shop@example.com>"))[0] == 250
-    assert (await raw.command("RCPT TO:<customer@example.org>"))[0] == 250
-    assert (await raw.command("DATA"))[0] == 354
-    await raw.send(data + b".\r\n")
-    return await raw.reply()
 
 
 async def accepted(ports: Ports, opened: list[RawClient], *headers: str) -> str:

@@ -13,21 +13,10 @@ from postroute.db import create_engine, session_factory
 from postroute.smtp import replies
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool
-from tests.smtp.conftest import BASIC, Ports, RawClient, message, queued_id
+from tests.smtp.conftest import BASIC, Ports, RawClient, message, queued_id, submit
 from tests.support.relay import RecordingRelay
 
 pytestmark = pytest.mark.usefixtures("loopback_credential")
-
-
-async def submit(ports: Ports, opened: list[RawClient], data: bytes) -> tuple[int, str]:
-    raw = await RawClient.connect(ports.starttls)
-    opened.append(raw)
-    await raw.command("EHLO app.example.com")
-    assert (await raw.command("MAIL FROM:<shop@example.com>"))[0] == 250
-    assert (await raw.command("RCPT TO:<customer@example.org>"))[0] == 250
-    assert (await raw.command("DATA"))[0] == 354
-    await raw.send(data + b".\r\n")
-    return await raw.reply()
 
 
 FROM = "From: shop@example.com"

@@ -286,6 +286,8 @@ def run_anchor(args: argparse.Namespace, argv: list[str], env: dict[str, str],
                logdir: Path) -> int:  # fmt: skip
     print("$ " + " ".join(shlex.quote(a) for a in argv), flush=True)
     watcher = Watcher(args, logdir)
+    # an earlier run's count would start the watch before Postroute is up (no pids found)
+    watcher.sink_out.unlink(missing_ok=True)
     anchor = subprocess.Popen(argv, env=env, start_new_session=True)
     try:
         while anchor.poll() is None:
@@ -364,9 +366,13 @@ def table(out: Path, since: str) -> str:
         " | server CPU ms/msg | CPU % machine / server / smtp-source / sink |",
         "|---|---:|---:|---:|---:|---|---:|---|",
     ]
+    used: dict[tuple[str, int], int] = {}  # interleaved: one summary per run of a label
     for s in summaries:
-        mine = [r for r in runs if r["label"] == s["label"] and r["size"] == s["size"]]
-        mine = mine[-s["runs"] :]
+        key = (s["label"], s["size"])
+        mine = [r for r in runs if (r["label"], r["size"]) == key]
+        start = used.get(key, 0)
+        mine = mine[start : start + s["runs"]]
+        used[key] = start + s["runs"]
         per = ", ".join(str(r["deliver_rate"]) for r in mine)
         # the server: the project's process tree; for Postfix, what is left of the machine
         server = [r["cpu_subject_pct"] if r["cpu_subject_pct"] is not None else r["cpu_rest_pct"]

@@ -3,6 +3,9 @@ client address, and ``postroute ip-credentials``."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+
 import httpx
 import pytest
 from typer.testing import CliRunner
@@ -75,6 +78,25 @@ async def test_a_network_belongs_to_one_account(
         await client.post(PATH, json={"cidr": "10.1.0.0/16"}, headers=tenant.headers)
     ).status_code == 409
     await create(client, other_tenant, "10.2.0.0/16")
+
+
+async def test_concurrent_overlapping_adds_of_two_accounts(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    """The overlap check and the insert are one step: of two accounts adding overlapping
+    networks at the same moment, one gets 409."""
+    for i in range(8):
+        replies = await asyncio.gather(
+            client.post(PATH, json={"cidr": f"10.{i}.0.0/16"}, headers=tenant.headers),
+            client.post(PATH, json={"cidr": f"10.{i}.1.0/24"}, headers=other_tenant.headers),
+        )
+        assert sorted(r.status_code for r in replies) == [201, 409], [r.text for r in replies]
+    mine = (await client.get(PATH, headers=tenant.headers)).json()["data"]
+    theirs = (await client.get(PATH, headers=other_tenant.headers)).json()["data"]
+    assert len(mine) + len(theirs) == 8
+    for a in mine:
+        for b in theirs:
+            assert not ipaddress.ip_network(a["cidr"]).overlaps(ipaddress.ip_network(b["cidr"]))
 
 
 async def test_foreign_ids_are_404(

@@ -59,6 +59,7 @@ async def add(
     description = description.strip()
     if len(description) > MAX_DESCRIPTION or any(c in description for c in "\r\n\x00"):
         raise _invalid(f"one line of at most {MAX_DESCRIPTION} characters", "description")
+    await repo.lock_ip_credentials(session)
     for existing in await repo.list_ip_credentials(session, None):
         other = parse_network(existing.cidr)
         if other == network:

@@ -49,6 +49,14 @@ async def touch_key(session: AsyncSession, key_id: str, when: datetime) -> None:
     await session.execute(sa.update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
 
 
+async def lock_ip_credentials(session: AsyncSession) -> None:
+    """Serialise adds of IP credentials, so two overlapping networks of different accounts
+    cannot both pass the overlap check. PostgreSQL: a table lock that readers ignore;
+    SQLite's write transactions (``BEGIN IMMEDIATE``) are serialised already."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(sa.text("LOCK TABLE ip_credentials IN SHARE ROW EXCLUSIVE MODE"))
+
+
 async def list_ip_credentials(
     session: AsyncSession, account_id: str | None
 ) -> Sequence[IpCredential]:

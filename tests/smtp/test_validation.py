@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from postroute.api.runtime import Runtime
 from postroute.db import create_engine, session_factory
@@ -133,3 +134,63 @@ async def test_database_trouble_is_451_never_250(
     assert (await client.get("/v1/messages", headers=tenant.headers)).json()["data"] == []
     code, text = await raw.command("MAIL FROM:<shop@example.com>")  # the session goes on
     assert code == 250
+
+
+FAIL_SQLITE = (
+    "CREATE TRIGGER injected_failure BEFORE INSERT ON messages "
+    "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+)
+FAIL_PG = (
+    "CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+    "CREATE TRIGGER injected_failure BEFORE INSERT ON messages "
+    "FOR EACH ROW EXECUTE FUNCTION injected_failure()",
+)
+
+
+async def test_a_failed_commit_is_451_and_stores_nothing(
+    ports: Ports,
+    raw_clients: list[RawClient],
+    runtime: Runtime,
+    relay_pool: dict[str, Any],
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+) -> None:
+    """The pools are cached (a first message went through), so the failure is the group
+    commit's own (on SQLite, in the writer's thread): the database refuses the insert."""
+    raw = await RawClient.connect(ports.starttls)
+    raw_clients.append(raw)
+    await raw.command("EHLO app.example.com")
+
+    async def send() -> tuple[int, str]:
+        assert (await raw.command("MAIL FROM:<shop@example.com>"))[0] == 250
+        assert (await raw.command("RCPT TO:<customer@example.org>"))[0] == 250
+        assert (await raw.command("DATA"))[0] == 354
+        await raw.send(BASIC + b".\r\n")
+        return await raw.reply()
+
+    first = await send()
+    assert first[0] == 250, first
+    postgres = runtime.engine.dialect.name == "postgresql"
+    async with runtime.engine.begin() as conn:
+        for ddl in FAIL_PG if postgres else (FAIL_SQLITE,):
+            await conn.execute(sa.text(ddl))
+    try:
+        code, text = await send()
+    finally:
+        async with runtime.engine.begin() as conn:
+            await conn.execute(
+                sa.text("DROP TRIGGER injected_failure" + (" ON messages" * postgres))
+            )
+            if postgres:
+                await conn.execute(sa.text("DROP FUNCTION injected_failure()"))
+    assert (code, text) == (451, replies.S451_TRANSIENT.message.decode())
+    assert "injected" not in text
+    third = await send()  # the session goes on, and the database is well again
+    assert third[0] == 250, third
+    listed = (await client.get("/v1/messages", headers=tenant.headers)).json()["data"]
+    assert sorted(m["id"] for m in listed) == sorted([queued_id(first[1]), queued_id(third[1])])
+    async with runtime.engine.connect() as conn:
+        contents = await conn.scalar(sa.text("SELECT count(*) FROM message_contents"))
+        queued = await conn.scalar(sa.text("SELECT count(*) FROM deliveries"))
+    assert (contents, queued) == (2, 2)

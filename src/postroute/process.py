@@ -46,7 +46,9 @@ def setup_logging(settings: Settings) -> None:
     )
 
 
-async def serve_forever(settings: Settings, parts: Parts) -> None:
+async def serve_forever(settings: Settings, parts: Parts) -> int:
+    """Run ``parts`` until SIGTERM/SIGINT (exit status 0), or until the SQLite WAL could
+    not be synced to disk (1: a supervisor restarts the process, and SQLite recovers)."""
     setup_logging(settings)
     runtime = Runtime.build(settings)
     if settings.is_sqlite:
@@ -55,6 +57,17 @@ async def serve_forever(settings: Settings, parts: Parts) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    status = 0
+
+    def disk_failed() -> None:
+        nonlocal status
+        if not status:
+            log.critical("stopping: an fsync of the database failed (see above)")
+        status = 1
+        stop.set()
+
+    if runtime.writer is not None:
+        runtime.writer.on_failure = disk_failed
 
     tasks: list[asyncio.Task[None]] = []
     worker: Worker | None = None
@@ -100,3 +113,4 @@ async def serve_forever(settings: Settings, parts: Parts) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     await runtime.close()
     log.info("stopped")
+    return status

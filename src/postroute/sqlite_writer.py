@@ -173,6 +173,8 @@ class SqliteWriter:
         self._synced = 0  # of those, known to be on disk (written by the sync thread)
         self._wal: int | None = None  # the WAL file, open as long as the connection
         self._failed: OSError | None = None  # a failed fsync: nothing is durable since
+        # called (in the event loop) when an fsync fails: the process should stop
+        self.on_failure: Callable[[], None] | None = None
 
     async def write(self, build: Callable[[], Unit | None]) -> bool:
         """:meth:`commit`, then :meth:`sync`: True once the transaction is on disk."""
@@ -195,13 +197,18 @@ class SqliteWriter:
         this and every later commit: after a failed fsync the kernel may have dropped
         the pages, and a WAL frame counts only if every frame before it is intact, so
         nothing written since is known to be durable (as PostgreSQL, the process must
-        be restarted, and SQLite recovers the WAL)."""
+        be restarted, and SQLite recovers the WAL): :attr:`on_failure` is called."""
         if self._failed is not None:
             raise OSError(self._failed.errno, f"an earlier fsync failed: {self._failed}")
         if self._synced >= ticket:
             return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._syncer, self._sync, ticket)
+        try:
+            await loop.run_in_executor(self._syncer, self._sync, ticket)
+        except OSError:
+            if self.on_failure is not None:
+                self.on_failure()
+            raise
 
     async def close(self) -> None:
         """Close the connection and stop the threads (again: nothing to do)."""

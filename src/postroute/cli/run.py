@@ -33,22 +33,25 @@ def serve() -> None:
     """HTTP API, SMTP submission and the delivery worker; the worker in a child process
     when the machine has several CPUs (POSTROUTE_SERVE_WORKER_PROCESS)."""
     separate = Settings().worker_in_own_process
-    _forever(Parts(api=True, worker=True, smtp=True, worker_process=separate))
+    forever(Parts(api=True, worker=True, smtp=True, worker_process=separate))
 
 
 def api() -> None:
     """Only the HTTP API (scale-out: run any number, against PostgreSQL)."""
-    _forever(Parts(api=True, worker=False))
+    forever(Parts(api=True, worker=False))
 
 
 def worker() -> None:
     """Only the delivery worker (scale-out: run any number, against PostgreSQL)."""
-    _forever(Parts(api=False, worker=True))
+    forever(Parts(api=False, worker=True))
 
 
-def _forever(parts: Parts) -> None:
+def forever(parts: Parts) -> None:
+    """Run ``parts`` until stopped; exit status 1 when they stop on a failed fsync."""
     uvloop.install()
     try:
-        asyncio.run(serve_forever(Settings(), parts))
+        status = asyncio.run(serve_forever(Settings(), parts))
     except OSError as exc:  # a port in use, an unreadable certificate...
         fail(f"cannot start: {exc.strerror or exc}")
+    if status:
+        raise typer.Exit(status)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
-import uvloop
 
 from postroute.accounts import ip_credentials
 from postroute.cli.common import resolve_account, run, runtime
-from postroute.config import Settings
-from postroute.process import Parts, serve_forever
+from postroute.cli.run import forever
+from postroute.process import Parts
 
 ip_credentials_app = typer.Typer(
     help="Networks allowed to submit over SMTP without AUTH (as Postfix's mynetworks).",
@@ -22,8 +20,7 @@ AccountOpt = Annotated[str | None, typer.Option("--account", help="Account name 
 
 def smtp() -> None:
     """Only the SMTP submission listeners (scale-out: run any number, against PostgreSQL)."""
-    uvloop.install()
-    asyncio.run(serve_forever(Settings(), Parts(api=False, worker=False, smtp=True)))
+    forever(Parts(api=False, worker=False, smtp=True))
 
 
 @ip_credentials_app.command("add")

@@ -11,12 +11,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from postroute import sqlite_writer
+from postroute import sqlite_unit, sqlite_writer
 from postroute.api.runtime import Runtime
 from postroute.db import create_engine, fetch_all, session_factory, transaction
 from postroute.models import Account, MessageContent
 from postroute.models.base import table_of
-from postroute.sqlite_writer import SqliteWriter, Unit
+from postroute.sqlite_unit import Unit
+from postroute.sqlite_writer import SqliteWriter
 from tests.conftest import BACKEND
 
 pytestmark = pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's writer thread")
@@ -271,7 +272,7 @@ async def test_values_in_an_in_list_are_converted(runtime: Runtime, writer: Sqli
 async def test_inserts_of_many_rows_go_in_statements_of_bounded_size(
     runtime: Runtime, writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_writer, "MULTI_ROWS", 3)  # 7 rows: statements of 3, 3 and 1
+    monkeypatch.setattr(sqlite_unit, "MULTI_ROWS", 3)  # 7 rows: statements of 3, 3 and 1
     statements: list[str] = []
     unit = Unit(runtime.engine.dialect)
     unit.insert(ACCOUNTS, [account(f"acc_b{i}", f"b{i}") for i in range(7)])

@@ -7,8 +7,9 @@ write lock is held (measured in docs/performance-smtp.md: most of a group commit
 transaction was such waits). Here a whole transaction (``BEGIN IMMEDIATE``, guard
 reads, its statements, ``COMMIT``) is one call in a thread of this process with a
 sqlite3 connection of its own, so the lock is held for SQLite's own work: rows go in
-multi-row statements (see :func:`_run`), and the commit's fsync is made after the lock
-is released (see :class:`SqliteWriter`).
+multi-row statements (:mod:`postroute.sqlite_unit`, which holds what a transaction
+writes), and the commit's fsync is made after the lock is released (see
+:class:`SqliteWriter`).
 
 The statements are SQLAlchemy's, compiled once for SQLite, and the rows are converted by
 its bind processors (:mod:`postroute.db`), mostly before the hand-off. A guard that no
@@ -24,131 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import itertools
 import logging
 import os
-import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from postroute import db
+from postroute.sqlite_unit import Unit, run_step
 
 log = logging.getLogger("postroute.db")
-
-Row = tuple[Any, ...]
-
-
-@dataclass
-class Unit:
-    """One write transaction's guards and statements, compiled for SQLite."""
-
-    dialect: Dialect
-    guards: list[tuple[str, list[Any], list[Row]]] = field(default_factory=list)
-    steps: list[tuple[str, list[Row], int | None]] = field(default_factory=list)
-
-    @classmethod
-    def merged(cls, dialect: Dialect, units: Sequence[Unit]) -> Unit:
-        """Several units as one: guards in order; each plain INSERT's rows join its first
-        step (other statements stay in order, apart). Units made alike (the same inserts
-        in the same order, some left out) keep their order."""
-        out = cls(dialect)
-        first: dict[str, list[Row]] = {}
-        for unit in units:
-            out.guards.extend(unit.guards)
-            for sql, rows, expect in unit.steps:
-                mergeable = expect is None and sql.startswith("INSERT INTO ")
-                if mergeable and sql in first:
-                    first[sql].extend(rows)
-                    continue
-                mine = list(rows)
-                out.steps.append((sql, mine, expect))
-                if mergeable:
-                    first[sql] = mine
-        return out
-
-    def guard(
-        self, stmt: sa.Select[*tuple[Any, ...]], params: dict[str, Any], rows: Sequence[Row]
-    ) -> None:
-        """``stmt`` with ``params`` must return exactly ``rows`` (as :func:`db.fetch_all`
-        returns them), else nothing is written."""
-        sql, values = db.positional_params(stmt, self.dialect, params)
-        self.guards.append((sql, values, list(rows)))
-
-    def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-        """Rows keyed by column (rows with other keys are a statement of their own)."""
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row in rows:
-            groups.setdefault(tuple(row), []).append(row)
-        for keys, group in groups.items():
-            plan = db.positional_insert(table, keys, self.dialect)
-            if plan is None:
-                raise ValueError(f"{table.name}: columns with Python defaults need the ORM path")
-            self.steps.append((plan[0], db.positional_rows(plan, group), None))
-
-    def update(self, table: sa.Table, key: str, rows: Sequence[dict[str, Any]]) -> None:
-        """``UPDATE table SET ... WHERE key = ...`` per row, as :func:`db.update_by_key`:
-        rows with distinct keys in one ``UPDATE ... FROM (VALUES ...)`` per set of
-        columns (one step for SQLite, see :func:`_run`)."""
-        for stmt, group in db.updates_by_key(table, key, rows):
-            plan = db.positional(stmt, self.dialect)
-            if plan is None:
-                raise ValueError(f"{table.name}: onupdate columns need the ORM path")
-            params = db.positional_rows(plan, group)
-            keys = {p[-1] for p in params}  # as bound (the key's bind comes last)
-            if (
-                len(group) < 2
-                or len(keys) < len(group)
-                or not UPDATE_FROM
-                or _unique_columns(table) & set(group[0])
-            ):  # row by row: the same key twice, a UNIQUE column (checked per row), old SQLite
-                self.steps.append((plan[0], params, None))
-                continue
-            # the plan's parameters: the SET columns in order, then the key (``_<name>``)
-            names = [name[1:] for name in db.named(stmt, self.dialect).names]
-            assert names[-1] == key, "the key's bind comes last (WHERE after SET)"
-            quote = self.dialect.identifier_preparer.quote
-            per = max(1, min(MULTI_ROWS, MAX_VARIABLES // len(names)))
-            for start in range(0, len(params), per):
-                chunk = params[start : start + per]
-                sets = ", ".join(f"{quote(n)} = v.column{i}" for i, n in enumerate(names[:-1], 1))
-                values = ", ".join(["(" + ", ".join("?" * len(names)) + ")"] * len(chunk))
-                # names quoted by the dialect, every value bound
-                sql = (
-                    f"UPDATE {quote(table.name)} SET {sets} FROM (VALUES {values}) AS v "  # noqa: S608
-                    f"WHERE {quote(table.name)}.{quote(key)} = v.column{len(names)}"
-                )
-                self.steps.append((sql, [tuple(itertools.chain.from_iterable(chunk))], None))
-
-    def execute_once(self, stmt: sa.ClauseElement, *, expect: int | None = None) -> None:
-        """``stmt`` with the values it holds (an ``IN`` list, say) as one statement: compiled
-        here, not kept (:meth:`execute` is for statements built once)."""
-        compiled = cast(SQLCompiler, stmt.compile(dialect=self.dialect))
-        state = compiled.construct_expanded_state()
-        names = list(state.positiontup or ())
-        processors = state.processors
-        values = [
-            processors[n](state.parameters[n]) if n in processors else state.parameters[n]
-            for n in names
-        ]
-        self.steps.append((state.statement, [tuple(values)], expect))
-
-    def execute(
-        self, stmt: sa.ClauseElement, rows: Sequence[dict[str, Any]], *, expect: int | None = None
-    ) -> None:
-        """``stmt`` (a statement built once, with named bind parameters) for each row;
-        with ``expect``, the rows it changes in all must be exactly that many."""
-        if rows:
-            compiled = db.named(stmt, self.dialect)
-            self.steps.append((compiled.sql, [compiled.values(row) for row in rows], expect))
 
 
 class SqliteWriter:
@@ -240,7 +129,7 @@ class SqliteWriter:
                         conn.execute("ROLLBACK")
                         return None
                 for sql, many, expect in unit.steps:
-                    changed = _run(conn, sql, many)
+                    changed = run_step(conn, sql, many)
                     if expect is not None and changed != expect:
                         conn.execute("ROLLBACK")
                         return None
@@ -294,48 +183,6 @@ class SqliteWriter:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
             self._conn = None
-
-
-# A plain INSERT's rows go in multi-row statements: executemany() steps once per row, and
-# each step gives up the GIL and must take it back from a busy event loop (measured in the
-# worker: 20-45 us per row against 5-10 us alone). Bounded by SQLite's 32766 variables.
-_ONE_ROW = re.compile(r"\(\?(?:, \?)*\)")
-MULTI_ROWS = 500
-MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
-UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM
-
-
-@functools.cache
-def _unique_columns(table: sa.Table) -> frozenset[str]:
-    """Columns under a UNIQUE constraint or index (not the primary key: rows are found by
-    it, and it is not set)."""
-    found: set[str] = set()
-    for constraint in table.constraints:
-        if isinstance(constraint, sa.UniqueConstraint):
-            found.update(c.key for c in constraint.columns)
-    for index in table.indexes:
-        if index.unique:
-            found.update(c.key for c in index.columns)
-    return frozenset(found)
-
-
-def _run(conn: sqlite3.Connection, sql: str, rows: list[Row]) -> int:
-    """``sql`` for each of ``rows``; the rows it changed in all."""
-    head, values, group = sql.partition(" VALUES ")
-    if (
-        len(rows) < 2
-        or not values
-        or not head.startswith("INSERT INTO ")
-        or not _ONE_ROW.fullmatch(group)
-    ):
-        return conn.executemany(sql, rows).rowcount
-    per = max(1, min(MULTI_ROWS, MAX_VARIABLES // max(len(rows[0]), 1)))
-    changed = 0
-    for start in range(0, len(rows), per):
-        chunk = rows[start : start + per]
-        many = f"{head} VALUES {', '.join([group] * len(chunk))}"
-        changed += conn.execute(many, list(itertools.chain.from_iterable(chunk))).rowcount
-    return changed
 
 
 def fsync_wal(fd: int) -> None:

@@ -16,7 +16,8 @@ from postroute import errors
 from postroute.api.runtime import Runtime
 from postroute.db import create_engine, session_factory, transaction
 from postroute.smtp.committer import Build, Committer
-from postroute.sqlite_writer import SqliteWriter, Unit
+from postroute.sqlite_unit import Unit
+from postroute.sqlite_writer import SqliteWriter
 from tests.conftest import Tenant
 from tests.smtp.conftest import BASIC, Ports, RawClient, message, queued_id
 

@@ -27,7 +27,7 @@ from postroute.kit import ids
 from postroute.models import DeliveryAttempt, Message, MessageEvent
 from postroute.models.base import table_of
 from postroute.pools import repository as pools_repo
-from postroute.sqlite_writer import Unit
+from postroute.sqlite_unit import Unit
 
 
 @dataclass

@@ -20,7 +20,7 @@ from postroute.models import (
     MessageEvent,
 )
 from postroute.models.base import table_of
-from postroute.sqlite_writer import Unit
+from postroute.sqlite_unit import Unit
 
 QUEUED = "queued"
 LEASED = "leased"

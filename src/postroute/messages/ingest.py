@@ -47,7 +47,7 @@ from postroute.messages.service import (
 )
 from postroute.models import SmtpPool
 from postroute.pools import repository as pools_repo
-from postroute.sqlite_writer import Unit
+from postroute.sqlite_unit import Unit
 
 SOURCE = "smtp"
 TAGS = "x-postroute-tags"

@@ -21,7 +21,7 @@ from postroute.models import (
     MessageTag,
 )
 from postroute.models.base import table_of
-from postroute.sqlite_writer import Unit
+from postroute.sqlite_unit import Unit
 
 
 @dataclass

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from postroute.db import column_bind, fetch_all
 from postroute.models import PoolDailyUsage, SmtpPool
 from postroute.models.base import table_of
-from postroute.sqlite_writer import Unit
+from postroute.sqlite_unit import Unit
 
 
 async def list_pools(session: AsyncSession, account_id: str) -> Sequence[SmtpPool]:

@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
 from postroute.db import SessionFactory, transaction
-from postroute.sqlite_writer import SqliteWriter, Unit
+from postroute.sqlite_unit import Unit
+from postroute.sqlite_writer import SqliteWriter
 
 log = logging.getLogger("postroute.smtp")
 

@@ -67,6 +67,17 @@ async def test_read_message_over_the_limit_is_read_to_the_end_and_dropped() -> N
     assert await read(b"z" + exactly + b".\r\n", limit=100) == (None, b"")
 
 
+@pytest.mark.parametrize("reader_limit", [4, 7, 64, 4096])  # chunks cut lines anywhere
+async def test_read_message_size_excludes_the_dots_of_dot_stuffing(reader_limit: int) -> None:
+    """RFC 1870 4: a message of exactly the limit whose lines start with dots (each sent
+    with one more) is accepted, one byte more is not, whatever the chunks."""
+    message = b".a\r\n" * 40 + b"..\r\n" * 20  # 240 bytes; 60 dots added when stuffed
+    stuffed = b"." + message.replace(b"\r\n.", b"\r\n..")
+    stream = stuffed + b".\r\nNOOP\r\n"
+    assert await read(stream, limit=240, reader_limit=reader_limit) == (message, b"NOOP\r\n")
+    assert await read(stream, limit=239, reader_limit=reader_limit) == (None, b"NOOP\r\n")
+
+
 async def test_read_message_raises_when_the_client_leaves() -> None:
     with pytest.raises(asyncio.IncompleteReadError):
         await read(b"half a message\r\n")

@@ -15,20 +15,26 @@ from collections.abc import Callable
 
 DOT_LINE = b".\r\n"
 END = b"\r\n.\r\n"
+STUFFED = b"\r\n."  # a line that starts with a dot (the dot added by dot-stuffing)
 
 
 async def read_message(
     reader: asyncio.StreamReader, limit: int, on_progress: Callable[[], object]
 ) -> bytes | None:
     """The message up to the end-of-data line, dot-unstuffed (RFC 5321 4.5.2); None
-    when it is longer than ``limit`` bytes (then read to its end and discarded).
+    when it is longer than ``limit`` bytes (then read to its end and discarded). As RFC
+    1870 4 says, the size counts neither the end-of-data line nor the dots added by
+    dot-stuffing.
 
-    ``on_progress`` is called after every chunk (to push back the idle timeout).
+    ``on_progress`` is called after every chunk (the protocol also pushes back the idle
+    timeout whenever bytes arrive, since a chunk ends only at a line ending in a dot).
     Raises ``asyncio.IncompleteReadError`` when the client goes away mid-message.
     """
     buf = bytearray()
     tail = b""  # the last bytes seen, once an over-size message is being discarded
     discarding = False
+    stuffed = 0  # lines starting with a dot so far (at most one more than the dots added)
+    edge = b"\r\n"  # the bytes before the chunk: the message starts a line
     while True:
         try:
             chunk = await reader.readuntil(DOT_LINE)
@@ -43,13 +49,15 @@ async def read_message(
         buf += chunk
         if buf == DOT_LINE or buf.endswith(END):
             break
-        if len(buf) > limit + len(DOT_LINE):
+        seen = edge + chunk
+        stuffed += seen.count(STUFFED)
+        edge = seen[-2:]
+        if len(buf) - stuffed > limit + len(DOT_LINE):  # too long even once unstuffed
             discarding, tail = True, bytes(buf[-len(END) :])
             buf = bytearray()
     del buf[-len(DOT_LINE) :]  # the end-of-data line; the CRLF before it is the message's
-    if len(buf) > limit:
-        return None
     data = bytes(buf)
     if data.startswith(b"."):
         data = data[1:]
-    return data.replace(b"\r\n.", b"\r\n")
+    data = data.replace(STUFFED, b"\r\n")
+    return None if len(data) > limit else data

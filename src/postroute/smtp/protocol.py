@@ -71,6 +71,14 @@ class SubmissionSMTP(SMTP):
         self.idle.set()
         self._credentials: LoginPassword | None = None
         self._tracked = False
+        self._in_data = False  # reading a message after the 354
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes arriving during DATA are activity for the idle timeout, even before a
+        chunk of the message is complete (its lines may never end in a dot)."""
+        super().data_received(data)
+        if self._in_data:
+            self._reset_timeout()
 
     # -- connection ------------------------------------------------------------------------
 
@@ -193,10 +201,13 @@ class SubmissionSMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         limit = self.data_size_limit or 0
+        self._in_data = True
         try:
             content = await read_message(self._reader, limit, self._reset_timeout)
         except asyncio.IncompleteReadError:
             return  # the client went away mid-message
+        finally:
+            self._in_data = False
         if content is None:
             self.envelope = self._create_envelope()
             await self.push(str(replies.S552_TOO_BIG(max=limit)))

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from postroute.api.runtime import Runtime
+from postroute.db import create_engine, session_factory
 from postroute.kit.clock import FakeClock
 from postroute.smtp import replies
 from tests.conftest import Tenant, make_tenant
@@ -39,6 +40,20 @@ async def test_mail_without_auth_is_530(ports: Ports, client_tls: ssl.SSLContext
     for tls in (None, client_tls):
         code, text = await asyncio.to_thread(mail_without_auth, ports.starttls, tls)
         assert (code, text) == (530, replies.S530_AUTH_REQUIRED.message)
+
+
+def implicit_mail_without_auth(port: int, tls: ssl.SSLContext) -> tuple[int, bytes]:
+    with smtplib.SMTP_SSL(HOST, port, context=tls, timeout=5) as smtp:
+        smtp.ehlo()
+        assert smtp.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]  # offered, not used
+        return smtp.mail("shop@example.com")
+
+
+async def test_mail_without_auth_on_implicit_tls_is_530(
+    ports: Ports, client_tls: ssl.SSLContext
+) -> None:
+    code, text = await asyncio.to_thread(implicit_mail_without_auth, ports.implicit, client_tls)
+    assert (code, text) == (530, replies.S530_AUTH_REQUIRED.message)
 
 
 async def test_auth_not_offered_nor_accepted_before_starttls(
@@ -190,3 +205,40 @@ async def test_ip_credential_sends_without_auth_or_tls_for_its_account(
     assert (await client.delete(path, headers=tenant.headers)).status_code == 204
     code, text = await asyncio.to_thread(send_plain, ports.starttls, BASIC)
     assert (code, text) == (530, replies.S530_AUTH_REQUIRED.message)
+
+
+async def test_auth_with_the_database_unavailable_is_454(
+    ports: Ports,
+    client_tls: ssl.SSLContext,
+    runtime: Runtime,
+    tenant: Tenant,
+    closed_port: int,
+    raw_clients: list[RawClient],
+) -> None:
+    reader, writer = await asyncio.open_connection(HOST, ports.implicit, ssl=client_tls)
+    raw = RawClient(reader, writer)
+    raw_clients.append(raw)
+    assert (await raw.reply())[0] == 220
+    assert (await raw.command("EHLO app.example.com"))[0] == 250
+    # The key cannot be looked up: a real, unreachable database server.
+    healthy = runtime.sessions
+    dead = create_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{closed_port}/postroute")
+    runtime.sessions = session_factory(dead)
+    try:
+        # As many attempts as the module's failure limit (smtp_overrides): none is a 421.
+        attempts = [await raw.command(f"AUTH PLAIN {plain(tenant.key)}") for _ in range(3)]
+    finally:
+        runtime.sessions = healthy
+        await dead.dispose()
+    assert attempts == [(454, replies.S454_AUTH_TEMPFAIL.message.decode())] * 3
+    assert attempts[0][1] == "4.7.0 Temporary authentication failure, try again later"
+    # Not authenticated, not counted as a wrong key: the session goes on.
+    assert await raw.command("MAIL FROM:<shop@example.com>") == (
+        530,
+        replies.S530_AUTH_REQUIRED.message.decode(),
+    )
+    assert await raw.command("QUIT") == (221, replies.S221_BYE.message.decode())
+    assert await raw.closed()
+    # The database is back: the same key works (no 454 counted as a failure for the IP).
+    code, _ = await asyncio.to_thread(login, ports.implicit, client_tls, tenant.key)
+    assert code == 235

@@ -97,8 +97,12 @@ async def test_8bitmime_and_smtputf8_arrive_intact(
     assert EIGHT_BIT.split(b"\r\n", 1)[0] in received.data
 
 
-async def test_internationalised_recipient_is_accepted(
-    ports: Ports, client: httpx.AsyncClient, tenant: Tenant
+async def test_internationalised_recipient_is_accepted_and_relayed(
+    ports: Ports,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    worker: Worker,
 ) -> None:
     async with aiosmtplib.SMTP(hostname=HOST, port=ports.starttls, start_tls=False) as smtp:
         await smtp.ehlo()
@@ -106,9 +110,19 @@ async def test_internationalised_recipient_is_accepted(
         await smtp.rcpt("jörg@bücher.example", encoding="utf-8")
         reply = await smtp.data(EIGHT_BIT)
     assert reply.code == 250, reply
-    stored = await client.get(f"/v1/messages/{queued_id(reply.message)}", headers=tenant.headers)
+    message_id = queued_id(reply.message)
+    stored = await client.get(f"/v1/messages/{message_id}", headers=tenant.headers)
     assert stored.json()["to"] == "jörg@bücher.example"
     assert stored.json()["recipient_type"] == "bcc"  # not in To or Cc
+
+    await worker.drain()
+    (received,) = await relay.wait_for_async(1)
+    assert received.rcpt_tos == ("jörg@bücher.example",)  # UTF-8, not an A-label
+    assert received.parsed()["X-Postroute-Message-ID"] == message_id
+    assert received.data.endswith(EIGHT_BIT.split(b"\r\n", 1)[1])  # all but the added Date
+    assert EIGHT_BIT.split(b"\r\n", 1)[0] in received.data
+    detail = await client.get(f"/v1/messages/{message_id}", headers=tenant.headers)
+    assert detail.json()["status"] == "sent"
 
 
 async def test_stop_says_421_to_open_sessions(

@@ -1,5 +1,6 @@
 """Submission with smtplib (STARTTLS + AUTH LOGIN, implicit TLS + AUTH PLAIN) through to
-the recording relay: header controls, List-Unsubscribe, untouched headers and body."""
+the recording relay: header controls (on both listeners; a pool chosen by name or by
+id), List-Unsubscribe, untouched headers and body."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import asyncio
 import re
 import smtplib
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from postroute.api.runtime import Runtime
 from postroute.delivery.worker import Worker
 from postroute.models import Message
 from tests.conftest import Tenant
+from tests.delivery.conftest import add_pool
 from tests.smtp.conftest import HOST, Ports, queued_id
+from tests.support.fixtures import RelayFactory
 from tests.support.relay import RecordingRelay
 
 # Headers that must arrive byte for byte: odd spacing, folding, encoded words, raw UTF-8.
@@ -90,7 +95,17 @@ async def detail(client: httpx.AsyncClient, tenant: Tenant, message_id: str) -> 
     return dict(reply.json())
 
 
-async def test_starttls_auth_login_applies_and_removes_controls(
+Submit = Callable[[int, ssl.SSLContext, str, bytes], tuple[int, bytes]]
+# How the message is submitted, and on which listener (a ``Ports`` field).
+TRANSPORTS: dict[str, tuple[Submit, str]] = {
+    "starttls + AUTH LOGIN": (starttls_login, "starttls"),
+    "implicit TLS + AUTH PLAIN": (implicit_plain, "implicit"),
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_header_controls_are_applied_and_removed(
+    transport: str,
     ports: Ports,
     client_tls: ssl.SSLContext,
     client: httpx.AsyncClient,
@@ -100,9 +115,9 @@ async def test_starttls_auth_login_applies_and_removes_controls(
     worker: Worker,
     runtime: Runtime,
 ) -> None:
-    code, text = await asyncio.to_thread(
-        starttls_login, ports.starttls, client_tls, tenant.key, rich_message()
-    )
+    send, listener = TRANSPORTS[transport]
+    port = getattr(ports, listener)
+    code, text = await asyncio.to_thread(send, port, client_tls, tenant.key, rich_message())
     assert code == 250, text
     assert text.startswith(b"2.0.0 Message queued as msg_")
     message_id = queued_id(text)
@@ -216,3 +231,37 @@ async def test_several_rcpts_one_message_each_and_bcc_by_envelope(
     for m in received:
         assert b"hidden@example.net" not in m.data  # the Bcc header is never relayed
         assert len(re.findall(rb"(?im)^message-id:", m.data)) == 1
+
+
+async def test_pool_header_by_id_selects_that_pool(
+    ports: Ports,
+    client_tls: ssl.SSLContext,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay_pool: dict[str, Any],
+    relay: RecordingRelay,
+    relay_factory: RelayFactory,
+    worker: Worker,
+) -> None:
+    other_relay = relay_factory()
+    other = await add_pool(client, tenant, other_relay.port, name="transactional")
+    assert relay_pool["is_default"] and not other["is_default"]
+    raw = (
+        b"From: shop@example.com\r\nTo: customer@example.org\r\nSubject: Receipt\r\n"
+        b"X-Postroute-Pool: " + other["id"].encode() + b"\r\n\r\nThanks.\r\n"
+    )
+    code, text = await asyncio.to_thread(
+        implicit_plain, ports.implicit, client_tls, tenant.key, raw
+    )
+    assert code == 250, text
+    message_id = queued_id(text)
+    stored = await detail(client, tenant, message_id)
+    assert stored["pool_id"] == other["id"]
+    assert stored["requested_pool"] == other["id"]
+
+    await worker.drain()
+    (received,) = await other_relay.wait_for_async(1)
+    assert received.parsed()["X-Postroute-Message-ID"] == message_id
+    assert b"X-Postroute-Pool:" not in received.data
+    assert received.data.endswith(b"\r\n\r\nThanks.\r\n")
+    assert relay.messages == []  # not the default pool's relay

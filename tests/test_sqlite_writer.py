@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -374,6 +375,8 @@ async def test_after_a_failed_fsync_no_later_commit_is_acknowledged(
             raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(sqlite_writer, "fsync_wal", once_broken)
+    told: list[None] = []
+    writer.on_failure = lambda: told.append(None)
     first, second = Unit(runtime.engine.dialect), Unit(runtime.engine.dialect)
     first.insert(CONTENTS, [content("cnt_f1", 1)])
     second.insert(CONTENTS, [content("cnt_f2", 2)])
@@ -382,6 +385,35 @@ async def test_after_a_failed_fsync_no_later_commit_is_acknowledged(
     with pytest.raises(OSError, match="an earlier fsync failed"):
         await writer.write(lambda: second)  # its frames follow ones that may be lost
     assert len(calls) == 1
+    assert told == [None]  # once
+    async with runtime.engine.connect() as conn:  # the second was not even written
+        ids = (await conn.execute(sa.text("SELECT id FROM message_contents"))).scalars().all()
+    assert ids == ["cnt_f1"]
+
+
+async def test_a_failed_fsync_is_told_even_when_its_waiter_is_cancelled(
+    runtime: Runtime, writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's recorder task may be cancelled (at stop) while its fsync fails."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow_broken(fd: int) -> None:
+        started.set()
+        release.wait(10)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sqlite_writer, "fsync_wal", slow_broken)
+    told = asyncio.Event()
+    writer.on_failure = told.set
+    unit = Unit(runtime.engine.dialect)
+    unit.insert(CONTENTS, [content("cnt_c1", 1)])
+    waiter = asyncio.ensure_future(writer.write(lambda: unit))
+    await asyncio.to_thread(started.wait, 10)
+    waiter.cancel()
+    release.set()
+    await asyncio.wait_for(told.wait(), 10)
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
 
 
 async def test_the_wal_is_found_through_a_symlinked_path(tmp_path: Path, runtime: Runtime) -> None:

@@ -17,7 +17,7 @@ from postroute.api.runtime import Runtime
 from postroute.config import Settings, parse_bind
 from postroute.delivery.worker import Worker
 from postroute.smtp.listeners import SmtpServer
-from postroute.worker_process import WorkerProcess, watch_supervisor
+from postroute.worker_process import EXIT_DISK_FAILED, WorkerProcess, watch_supervisor
 
 log = logging.getLogger("postroute")
 STOP_GRACE = 30.0  # seconds a stopping worker gives the messages in flight
@@ -48,7 +48,8 @@ def setup_logging(settings: Settings) -> None:
 
 async def serve_forever(settings: Settings, parts: Parts) -> int:
     """Run ``parts`` until SIGTERM/SIGINT (exit status 0), or until the SQLite WAL could
-    not be synced to disk (1: a supervisor restarts the process, and SQLite recovers)."""
+    not be synced to disk, here or in the worker child (``EXIT_DISK_FAILED``: a
+    supervisor restarts the process, and SQLite recovers the WAL on opening it)."""
     setup_logging(settings)
     runtime = Runtime.build(settings)
     if settings.is_sqlite:
@@ -63,7 +64,7 @@ async def serve_forever(settings: Settings, parts: Parts) -> int:
         nonlocal status
         if not status:
             log.critical("stopping: an fsync of the database failed (see above)")
-        status = 1
+        status = EXIT_DISK_FAILED
         stop.set()
 
     if runtime.writer is not None:
@@ -78,7 +79,7 @@ async def serve_forever(settings: Settings, parts: Parts) -> int:
         smtp = SmtpServer(runtime)
         await smtp.start()
     if parts.worker and parts.worker_process:
-        child = WorkerProcess(stop_grace=STOP_GRACE)
+        child = WorkerProcess(stop_grace=STOP_GRACE, on_disk_failure=disk_failed)
         await child.start()
         runtime.wake_worker = child.wake
     elif parts.worker:
@@ -100,17 +101,19 @@ async def serve_forever(settings: Settings, parts: Parts) -> int:
     await stop.wait()
     watcher.cancel()
     log.info("stopping")
-    if child is not None:
-        child.stopping()
-    if smtp is not None:  # first: no new mail while the rest stops
-        await smtp.stop()
-    if server is not None:
-        server.should_exit = True
-    if worker is not None:
-        await worker.stop(STOP_GRACE)
-    if child is not None:
-        await child.stop()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await runtime.close()
+    try:
+        if child is not None:
+            child.stopping()
+        if smtp is not None:  # first: no new mail while the rest stops
+            await smtp.stop()
+        if server is not None:
+            server.should_exit = True
+        if worker is not None:
+            await worker.stop(STOP_GRACE)
+    finally:  # whatever failed above: the child, the tasks and the database are closed
+        if child is not None:
+            await child.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runtime.close()
     log.info("stopped")
     return status

@@ -62,8 +62,9 @@ class SqliteWriter:
         self._synced = 0  # of those, known to be on disk (written by the sync thread)
         self._wal: int | None = None  # the WAL file, open as long as the connection
         self._failed: OSError | None = None  # a failed fsync: nothing is durable since
-        # called (in the event loop) when an fsync fails: the process should stop
+        # called once, in the event loop, when an fsync fails: the process should stop
         self.on_failure: Callable[[], None] | None = None
+        self._notified = False
 
     async def write(self, build: Callable[[], Unit | None]) -> bool:
         """:meth:`commit`, then :meth:`sync`: True once the transaction is on disk."""
@@ -78,6 +79,7 @@ class SqliteWriter:
         lock: what is ready then goes in), check its guards, run its statements, commit.
         Returns the commit's ticket for :meth:`sync` (it is not on disk yet); None, with
         nothing written, when ``build`` gave nothing or a guard failed."""
+        self._check()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._transaction, build)
 
@@ -86,18 +88,24 @@ class SqliteWriter:
         this and every later commit: after a failed fsync the kernel may have dropped
         the pages, and a WAL frame counts only if every frame before it is intact, so
         nothing written since is known to be durable (as PostgreSQL, the process must
-        be restarted, and SQLite recovers the WAL): :attr:`on_failure` is called."""
-        if self._failed is not None:
-            raise OSError(self._failed.errno, f"an earlier fsync failed: {self._failed}")
+        be restarted, and SQLite recovers the WAL): :attr:`on_failure` is called, and
+        :meth:`commit` too raises from then on (nothing more is written)."""
+        self._check()
         if self._synced >= ticket:
             return
         loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._syncer, self._sync, ticket)
-        except OSError:
-            if self.on_failure is not None:
-                self.on_failure()
-            raise
+        await loop.run_in_executor(self._syncer, self._sync, ticket, loop)
+
+    def _check(self) -> None:
+        """Raise (and tell :attr:`on_failure`) once an fsync has failed."""
+        if self._failed is not None:
+            self._notify()
+            raise OSError(self._failed.errno, f"an earlier fsync failed: {self._failed}")
+
+    def _notify(self) -> None:
+        if not self._notified and self.on_failure is not None:
+            self._notified = True
+            self.on_failure()
 
     async def close(self) -> None:
         """Close the connection and stop the threads (again: nothing to do)."""
@@ -115,6 +123,8 @@ class SqliteWriter:
     # -- in the writer's thread ---------------------------------------------------------
 
     def _transaction(self, build: Callable[[], Unit | None]) -> int | None:
+        if self._failed is not None:  # failed since commit() looked: write nothing more
+            raise OSError(self._failed.errno, f"an earlier fsync failed: {self._failed}")
         conn = self._conn or self._connect()
         sql = "BEGIN IMMEDIATE"
         try:
@@ -148,7 +158,7 @@ class SqliteWriter:
 
     # -- in the sync thread ---------------------------------------------------------------
 
-    def _sync(self, ticket: int) -> None:
+    def _sync(self, ticket: int, loop: asyncio.AbstractEventLoop) -> None:
         if self._failed is not None:
             raise OSError(self._failed.errno, f"an earlier fsync failed: {self._failed}")
         if self._synced >= ticket:  # an fsync that began after it covered it
@@ -160,6 +170,8 @@ class SqliteWriter:
         except OSError as exc:
             self._failed = exc
             log.critical("fsync of the SQLite WAL failed: %s; nothing more is acknowledged", exc)
+            # from here: whoever awaits this sync may have been cancelled meanwhile
+            loop.call_soon_threadsafe(self._notify)
             raise
         self._synced = max(self._synced, target)
 

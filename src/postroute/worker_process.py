@@ -23,17 +23,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("postroute")
 RESTART_DELAY = 1.0
 CHECK_EVERY = 0.5  # seconds between looks at whether the child is still running
 SUPERVISOR_ENV = "POSTROUTE_SUPERVISOR_PID"
+EXIT_DISK_FAILED = 74  # EX_IOERR: a process stopped because an fsync of the database failed
 WAKE_EVERY = 0.02  # at most one wake-up signal per this many seconds
 
 
 class WorkerProcess:
-    def __init__(self, stop_grace: float) -> None:
+    def __init__(
+        self, stop_grace: float, on_disk_failure: Callable[[], None] | None = None
+    ) -> None:
         self._grace = stop_grace
+        self._on_disk_failure = on_disk_failure
         self._child: subprocess.Popen[bytes] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -95,6 +100,12 @@ class WorkerProcess:
             assert self._child is not None
             code = await _exited(self._child)
             if self._stopping:
+                return
+            if code == EXIT_DISK_FAILED and self._on_disk_failure is not None:
+                # not restarted beside a process that keeps the database open: SQLite
+                # recovers the WAL only when its first connection opens it
+                log.critical("worker process %s: an fsync of the database failed", code)
+                self._on_disk_failure()
                 return
             log.error("worker process exited with %s; restarting in %.0f s", code, RESTART_DELAY)
             await asyncio.sleep(RESTART_DELAY)

@@ -1,14 +1,19 @@
 """A failed fsync of the SQLite WAL: the message is refused with 451 (it is committed, but
-not known to be on disk), and the process stops with exit status 1 so that its supervisor
-restarts it and SQLite recovers the WAL (as PostgreSQL stops on a failed fsync)."""
+not known to be on disk), and the process stops with exit status 74 (EX_IOERR) so that its
+supervisor restarts it and SQLite recovers the WAL (as PostgreSQL stops on a failed
+fsync). The same for the worker's outcome writes, in process or in ``serve``'s child."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
 import smtplib
+import subprocess
+import sys
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from postroute import sqlite_writer
@@ -16,9 +21,12 @@ from postroute.api.runtime import Runtime
 from postroute.config import Settings
 from postroute.process import Parts, serve_forever
 from postroute.smtp import replies
-from tests.conftest import BACKEND
+from postroute.worker_process import EXIT_DISK_FAILED, WorkerProcess
+from tests.conftest import BACKEND, Tenant
+from tests.delivery.conftest import add_pool
+from tests.delivery.conftest import send as send_http
 from tests.smtp.conftest import BASIC, HOST
-from tests.support.relay import closed_port
+from tests.support.relay import RecordingRelay, closed_port
 
 pytestmark = [
     pytest.mark.skipif(BACKEND != "sqlite", reason="the SQLite writer's own fsync"),
@@ -73,4 +81,71 @@ async def test_a_failed_fsync_is_451_and_stops_the_process(
     finally:
         if not process.done():
             process.cancel()
-    assert status == 1
+    assert status == EXIT_DISK_FAILED
+
+
+async def test_a_failed_fsync_of_outcomes_stops_the_worker(
+    settings: Settings,
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker (in process, as ``postroute worker`` runs it) sends a message, its
+    outcome's fsync fails: the process stops cleanly, with 74, not with a traceback.
+    (The first outcome for a pool also writes its health row, the ordinary way: the
+    second message's outcome is the writer's.)"""
+    await add_pool(client, tenant, relay.port, name="outcomes", is_default=True)
+    settings = settings.model_copy(
+        update={"worker_record_seconds": 0.0, "worker_poll_seconds": 0.05}
+    )
+    process = asyncio.create_task(serve_forever(settings, Parts(api=False, worker=True)))
+    try:
+        await send_http(client, tenant)
+        await relay.wait_for_async(1)
+        calls: list[int] = []
+
+        def broken(fd: int) -> None:
+            calls.append(fd)
+            raise OSError(errno.EIO, "Input/output error")
+
+        for _ in range(200):  # the first outcome is written
+            listed = (await client.get("/v1/messages", headers=tenant.headers)).json()["data"]
+            if listed[0]["status"] == "sent":
+                break
+            await asyncio.sleep(0.05)
+        monkeypatch.setattr(sqlite_writer, "fsync_wal", broken)
+        await send_http(client, tenant)
+        status = await asyncio.wait_for(process, 60)
+    finally:
+        if not process.done():
+            process.cancel()
+    assert status == EXIT_DISK_FAILED
+    assert calls and len(relay.messages) == 2
+
+
+class _Child(WorkerProcess):
+    """A worker child that stops as one whose fsync failed."""
+
+    def __init__(self, on_disk_failure: Callable[[], None]) -> None:
+        super().__init__(stop_grace=1, on_disk_failure=on_disk_failure)
+        self.spawned = 0
+
+    def _spawn(self) -> None:
+        self.spawned += 1
+        argv = [sys.executable, "-c", f"raise SystemExit({EXIT_DISK_FAILED})"]
+        self._child = subprocess.Popen(argv)
+
+
+async def test_serve_stops_when_its_worker_child_failed_an_fsync() -> None:
+    """Not restarted beside a process that keeps the database open (SQLite recovers the
+    WAL only when its first connection opens it): ``serve`` itself stops."""
+    failed = asyncio.Event()
+    child = _Child(failed.set)
+    await child.start()
+    try:
+        await asyncio.wait_for(failed.wait(), 30)
+    finally:
+        await child.stop()
+    assert child.spawned == 1

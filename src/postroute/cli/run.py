@@ -47,7 +47,8 @@ def worker() -> None:
 
 
 def forever(parts: Parts) -> None:
-    """Run ``parts`` until stopped; exit status 1 when they stop on a failed fsync."""
+    """Run ``parts`` until stopped; exit status 74 (EX_IOERR) when they stop because an
+    fsync of the database failed."""
     uvloop.install()
     try:
         status = asyncio.run(serve_forever(Settings(), parts))

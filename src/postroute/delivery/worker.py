@@ -134,9 +134,14 @@ class Worker:
             await asyncio.wait_for(self._settle(), grace)
         except TimeoutError:
             log.warning("stopping with %d messages still in flight", len(self._inflight))
+        except Exception:  # e.g. a failed fsync: what is not written is left to its lease
+            log.exception("stopping: recording outcomes failed")
         await self.close()
-        await self._release(list(self._inflight))
-        await self._flush()
+        try:
+            await self._release(list(self._inflight))
+            await self._flush()
+        except Exception:
+            log.exception("stopping: outcomes not written; their leases expire, then retried")
 
     async def close(self) -> None:
         for task in list(self._tasks):

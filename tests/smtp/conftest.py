@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from postroute.api.app import create_app
 from postroute.api.runtime import Runtime
 from postroute.config import Settings
 from postroute.delivery.worker import Worker
@@ -26,7 +27,7 @@ from postroute.smtp.listeners import IMPLICIT, STARTTLS, SmtpServer
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool
 from tests.support.fixtures import RelayCA
-from tests.support.relay import RecordingRelay
+from tests.support.relay import ReceivedMessage, RecordingRelay
 
 HOST = "127.0.0.1"
 QUEUED = re.compile(r"Message queued as (\S+)")
@@ -107,6 +108,27 @@ async def loopback_credential(client: httpx.AsyncClient, tenant: Tenant) -> dict
     )
     assert reply.status_code == 201, reply.text
     return dict(reply.json())
+
+
+async def deliver_after_restart(
+    settings: Settings, relay: RecordingRelay, tenant: Tenant, message_id: str, owner: str
+) -> ReceivedMessage:
+    """A fresh runtime (a new process, real clock) and its worker deliver ``message_id``
+    to ``relay``; its API then says ``sent``."""
+    restarted = Runtime.build(settings)
+    worker = Worker(restarted, owner=owner)
+    try:
+        await worker.drain()
+        (received,) = await relay.wait_for_async(1)
+        assert received.parsed()["X-Postroute-Message-ID"] == message_id
+        transport = httpx.ASGITransport(app=create_app(restarted))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+            reply = await api.get(f"/v1/messages/{message_id}", headers=tenant.headers)
+        assert reply.json()["status"] == "sent"
+        return received
+    finally:
+        await worker.close()
+        await restarted.close()
 
 
 def queued_id(text: bytes | str) -> str:

@@ -8,15 +8,11 @@ import smtplib
 import ssl
 from typing import Any
 
-import httpx
-
-from postroute.api.app import create_app
 from postroute.api.runtime import Runtime
 from postroute.config import Settings
-from postroute.delivery.worker import Worker
 from postroute.smtp.listeners import IMPLICIT, SmtpServer
 from tests.conftest import Tenant
-from tests.smtp.conftest import BASIC, HOST, queued_id
+from tests.smtp.conftest import BASIC, HOST, deliver_after_restart, queued_id
 from tests.support.relay import RecordingRelay
 
 
@@ -47,16 +43,4 @@ async def test_accepted_mail_survives_a_restart(
     await runtime.close()  # the first process is gone; nothing was relayed
     assert relay.messages == []
 
-    restarted = Runtime.build(settings)
-    worker = Worker(restarted, owner="after-restart")
-    try:
-        await worker.drain()
-        (received,) = await relay.wait_for_async(1)
-        assert received.parsed()["X-Postroute-Message-ID"] == message_id
-        transport = httpx.ASGITransport(app=create_app(restarted))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
-            reply = await api.get(f"/v1/messages/{message_id}", headers=tenant.headers)
-        assert reply.json()["status"] == "sent"
-    finally:
-        await worker.close()
-        await restarted.close()
+    await deliver_after_restart(settings, relay, tenant, message_id, "after-restart")

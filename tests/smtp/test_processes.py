@@ -25,14 +25,12 @@ from typing import Any
 import httpx
 import pytest
 
-from postroute.api.app import create_app
 from postroute.api.runtime import Runtime
-from postroute.delivery.worker import Worker
 from postroute.models import Message
 from postroute.models.queue import Delivery
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool
-from tests.smtp.conftest import BASIC, HOST, queued_id
+from tests.smtp.conftest import BASIC, HOST, deliver_after_restart, queued_id
 from tests.support.relay import RecordingRelay, closed_port
 
 START_TIMEOUT = 30.0
@@ -316,17 +314,8 @@ async def test_a_250_survives_sigkill_right_after_it(
     assert (await stored(client, tenant, message_id))["status"] == "queued"
     assert relay.messages == []
 
-    restarted = Runtime.build(runtime.settings)  # a real clock: the row is due now
-    worker = Worker(restarted, owner="after-sigkill")
-    try:
-        await worker.drain()
-        (received,) = await relay.wait_for_async(1)
-        assert received.parsed()["X-Postroute-Message-ID"] == message_id
-        assert list(received.rcpt_tos) == ["customer@example.org"]
-        transport = httpx.ASGITransport(app=create_app(restarted))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
-            reply = await api.get(f"/v1/messages/{message_id}", headers=tenant.headers)
-        assert reply.json()["status"] == "sent"
-    finally:
-        await worker.close()
-        await restarted.close()
+    # a real clock: the row is due now
+    received = await deliver_after_restart(
+        runtime.settings, relay, tenant, message_id, "after-sigkill"
+    )
+    assert list(received.rcpt_tos) == ["customer@example.org"]

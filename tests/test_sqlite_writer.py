@@ -391,6 +391,45 @@ async def test_after_a_failed_fsync_no_later_commit_is_acknowledged(
     assert ids == ["cnt_f1"]
 
 
+async def test_a_transaction_waiting_for_the_lock_when_an_fsync_fails_writes_nothing(
+    runtime: Runtime, writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next batch is written while the previous one is synced: if that sync fails
+    while the next waits for the lock (another process holds it), the next one must not
+    commit (its sessions would get 451 for stored mail)."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow_broken(fd: int) -> None:
+        started.set()
+        release.wait(10)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sqlite_writer, "fsync_wal", slow_broken)
+    first, second = Unit(runtime.engine.dialect), Unit(runtime.engine.dialect)
+    first.insert(CONTENTS, [content("cnt_w1", 1)])
+    second.insert(CONTENTS, [content("cnt_w2", 2)])
+    ticket = await writer.commit(lambda: first)
+    assert ticket is not None
+    other = create_engine(runtime.settings.db_url)  # another process, as it were
+    try:
+        async with transaction(session_factory(other)) as holder:
+            await holder.execute(sa.select(Account.id))  # BEGIN IMMEDIATE: lock taken
+            synced = asyncio.ensure_future(writer.sync(ticket))
+            await asyncio.to_thread(started.wait, 10)
+            waiting = asyncio.ensure_future(writer.commit(lambda: second))
+            await asyncio.sleep(0.2)  # it passed its first look, and waits for the lock
+            release.set()
+            with pytest.raises(OSError, match="Input/output"):
+                await synced
+        with pytest.raises(OSError, match="an earlier fsync failed"):
+            await asyncio.wait_for(waiting, 10)
+    finally:
+        await other.dispose()
+    async with runtime.engine.connect() as conn:
+        ids = (await conn.execute(sa.text("SELECT id FROM message_contents"))).scalars().all()
+    assert ids == ["cnt_w1"]
+
+
 async def test_a_failed_fsync_is_told_even_when_its_waiter_is_cancelled(
     runtime: Runtime, writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -110,6 +110,10 @@ async def serve_forever(settings: Settings, parts: Parts) -> int:
             server.should_exit = True
         if worker is not None:
             await worker.stop(STOP_GRACE)
+    except Exception:
+        if not status:
+            raise
+        log.exception("stopping after the failed fsync")  # the exit status stays 74
     finally:  # whatever failed above: the child, the tasks and the database are closed
         if child is not None:
             await child.stop()

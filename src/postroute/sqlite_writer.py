@@ -123,13 +123,13 @@ class SqliteWriter:
     # -- in the writer's thread ---------------------------------------------------------
 
     def _transaction(self, build: Callable[[], Unit | None]) -> int | None:
-        if self._failed is not None:  # failed since commit() looked: write nothing more
-            raise OSError(self._failed.errno, f"an earlier fsync failed: {self._failed}")
+        self._refuse_if_failed()  # failed since commit() looked: write nothing more
         conn = self._conn or self._connect()
         sql = "BEGIN IMMEDIATE"
         try:
             _begin(conn)
             try:
+                self._refuse_if_failed()  # failed while this waited for the lock
                 unit = build()
                 if unit is None:
                     conn.execute("ROLLBACK")
@@ -143,6 +143,7 @@ class SqliteWriter:
                     if expect is not None and changed != expect:
                         conn.execute("ROLLBACK")
                         return None
+                self._refuse_if_failed()  # failed while this wrote: roll back
                 sql = "COMMIT"
                 conn.execute(sql)
                 self._committed += 1
@@ -155,6 +156,10 @@ class SqliteWriter:
             raise sa.exc.DBAPIError.instance(
                 sql, None, exc, sqlite3.Error, hide_parameters=True
             ) from None
+
+    def _refuse_if_failed(self) -> None:
+        if self._failed is not None:
+            raise OSError(self._failed.errno, f"an earlier fsync failed: {self._failed}")
 
     # -- in the sync thread ---------------------------------------------------------------
 

@@ -129,19 +129,22 @@ class Worker:
         self._stopping = True
         self._wake.set()
         pending = [job.message_id for s in self._senders.values() for job in s.take_pending()]
-        await self._release(pending)
         try:
+            await self._release(pending)
             await asyncio.wait_for(self._settle(), grace)
         except TimeoutError:
             log.warning("stopping with %d messages still in flight", len(self._inflight))
         except Exception:  # e.g. a failed fsync: what is not written is left to its lease
             log.exception("stopping: recording outcomes failed")
         await self.close()
+        # Released: those not sent. A finished one keeps its lease until its outcome is
+        # written: if that fails, it is sent again only once the lease expires.
+        finished = {fl.claimed.message_id for fl in self._finished}
         try:
-            await self._release(list(self._inflight))
+            await self._release([m for m in self._inflight if m not in finished])
             await self._flush()
         except Exception:
-            log.exception("stopping: outcomes not written; their leases expire, then retried")
+            log.exception("stopping: outcomes not written; sent again once their leases expire")
 
     async def close(self) -> None:
         for task in list(self._tasks):

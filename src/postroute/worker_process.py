@@ -104,7 +104,9 @@ class WorkerProcess:
             if code == EXIT_DISK_FAILED and self._on_disk_failure is not None:
                 # not restarted beside a process that keeps the database open: SQLite
                 # recovers the WAL only when its first connection opens it
-                log.critical("worker process %s: an fsync of the database failed", code)
+                log.critical(
+                    "worker process %s stopped: an fsync of the database failed", self._child.pid
+                )
                 self._on_disk_failure()
                 return
             log.error("worker process exited with %s; restarting in %.0f s", code, RESTART_DELAY)

@@ -81,6 +81,8 @@ class WorkerProcess:
                 with contextlib.suppress(ProcessLookupError):
                     child.kill()
                 await _exited(child)
+        if child is not None and child.returncode == EXIT_DISK_FAILED and self._on_disk_failure:
+            self._on_disk_failure()  # it failed an fsync while stopping: so does serve
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

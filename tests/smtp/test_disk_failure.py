@@ -126,16 +126,26 @@ async def test_a_failed_fsync_of_outcomes_stops_the_worker(
 
 
 class _Child(WorkerProcess):
-    """A worker child that stops as one whose fsync failed."""
+    """A worker child that stops as one whose fsync failed: at once, or when told to stop
+    (its last outcomes failed to be written)."""
 
-    def __init__(self, on_disk_failure: Callable[[], None]) -> None:
+    def __init__(self, on_disk_failure: Callable[[], None], *, at_stop: bool = False) -> None:
         super().__init__(stop_grace=1, on_disk_failure=on_disk_failure)
         self.spawned = 0
+        self.at_stop = at_stop
 
     def _spawn(self) -> None:
         self.spawned += 1
-        argv = [sys.executable, "-c", f"raise SystemExit({EXIT_DISK_FAILED})"]
-        self._child = subprocess.Popen(argv)
+        code = f"raise SystemExit({EXIT_DISK_FAILED})"
+        if self.at_stop:
+            code = (
+                "import signal, sys, time\n"
+                f"signal.signal(signal.SIGTERM, lambda *_: sys.exit({EXIT_DISK_FAILED}))\n"
+                "print('ready', flush=True)\n"
+                "time.sleep(60)"
+            )
+        out = subprocess.PIPE if self.at_stop else None
+        self._child = subprocess.Popen([sys.executable, "-c", code], stdout=out)
 
 
 async def test_serve_stops_when_its_worker_child_failed_an_fsync() -> None:
@@ -149,3 +159,17 @@ async def test_serve_stops_when_its_worker_child_failed_an_fsync() -> None:
     finally:
         await child.stop()
     assert child.spawned == 1
+
+
+async def test_serve_stops_with_74_when_its_child_fails_an_fsync_while_stopping() -> None:
+    failed = asyncio.Event()
+    child = _Child(failed.set, at_stop=True)
+    await child.start()
+    try:
+        assert child._child is not None and child._child.stdout is not None
+        assert await asyncio.to_thread(child._child.stdout.readline) == b"ready\n"
+    finally:
+        await child.stop()
+        if child._child is not None and child._child.stdout is not None:
+            child._child.stdout.close()
+    assert failed.is_set() and child.spawned == 1

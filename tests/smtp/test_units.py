@@ -32,9 +32,7 @@ async def read(
     reader = asyncio.StreamReader(limit=reader_limit)
     reader.feed_data(stream)
     reader.feed_eof()
-    ticks: list[None] = []
-    message = await read_message(reader, limit, lambda: ticks.append(None))
-    assert ticks
+    message = await read_message(reader, limit)
     return message, await reader.read()
 
 

@@ -11,23 +11,20 @@ follow it stay in the stream for the command loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 DOT_LINE = b".\r\n"
 END = b"\r\n.\r\n"
 STUFFED = b"\r\n."  # a line that starts with a dot (the dot added by dot-stuffing)
 
 
-async def read_message(
-    reader: asyncio.StreamReader, limit: int, on_progress: Callable[[], object]
-) -> bytes | None:
+async def read_message(reader: asyncio.StreamReader, limit: int) -> bytes | None:
     """The message up to the end-of-data line, dot-unstuffed (RFC 5321 4.5.2); None
     when it is longer than ``limit`` bytes (then read to its end and discarded). As RFC
     1870 4 says, the size counts neither the end-of-data line nor the dots added by
     dot-stuffing.
 
-    ``on_progress`` is called after every chunk (the protocol also pushes back the idle
-    timeout whenever bytes arrive, since a chunk ends only at a line ending in a dot).
+    The idle timeout is the protocol's: it is pushed back whenever bytes arrive (a chunk
+    here ends only at a line ending in a dot, so it may be the whole message).
     Raises ``asyncio.IncompleteReadError`` when the client goes away mid-message.
     """
     buf = bytearray()
@@ -40,7 +37,6 @@ async def read_message(
             chunk = await reader.readuntil(DOT_LINE)
         except asyncio.LimitOverrunError as exc:  # no ".\r\n" in a full buffer
             chunk = await reader.read(exc.consumed)
-        on_progress()
         if discarding:
             tail = (tail + chunk[-len(END) :])[-len(END) :]
             if tail == END:

@@ -203,7 +203,7 @@ class SubmissionSMTP(SMTP):
         limit = self.data_size_limit or 0
         self._in_data = True
         try:
-            content = await read_message(self._reader, limit, self._reset_timeout)
+            content = await read_message(self._reader, limit)
         except asyncio.IncompleteReadError:
             return  # the client went away mid-message
         finally:

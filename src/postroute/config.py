@@ -80,12 +80,41 @@ class Settings(BaseSettings):
     # SMTP submission (relay ingress)
     smtp_hostname: str | None = Field(default=None, description="Name in the greeting/EHLO.")
     smtp_max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
-    smtp_max_recipients: int = Field(default=50, ge=1)
+    smtp_max_recipients: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Recipients per SMTP transaction (as Postfix's smtpd_recipient_limit); the "
+        "HTTP API allows 50 per field.",
+    )
     smtp_max_messages_per_connection: int = Field(default=100, ge=1)
     smtp_max_connections_per_ip_per_minute: int = Field(default=600, ge=1)
-    smtp_max_auth_failures_per_ip_per_minute: int = Field(default=5, ge=1)
     smtp_max_command_bytes: int = Field(default=1024, ge=512)
     smtp_idle_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    # Authentication limits (SMTP AUTH and HTTP Bearer keys alike): see accounts/guard.py
+    auth_failures_per_source: int = Field(
+        default=5,
+        ge=1,
+        le=100_000,
+        description="Distinct wrong keys per minute from one address before its unknown keys "
+        "are checked one at a time, slowly.",
+    )
+    auth_failures_global: int = Field(
+        default=100,
+        ge=1,
+        le=10_000_000,
+        description="Distinct wrong keys per minute from all addresses before every unknown key "
+        "is checked at a bounded global rate.",
+    )
+    auth_slow_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Wait before each check of an unknown key from a source over its limit "
+        "(doubles with its failures, up to auth_slow_max_seconds).",
+    )
+    auth_slow_max_seconds: float = Field(default=8.0, gt=0, le=300)
 
     log_level: str = "INFO"
 

@@ -91,7 +91,7 @@ def login(port: int, tls: ssl.SSLContext, key: str) -> tuple[int, bytes]:
 
 @pytest.fixture
 def smtp_overrides() -> dict[str, Any]:
-    return {"smtp_max_auth_failures_per_ip_per_minute": 3}
+    return {"auth_failures_per_source": 3}
 
 
 async def test_wrong_key_is_535_and_repeated_failures_421(

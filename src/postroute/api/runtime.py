@@ -34,6 +34,8 @@ class Runtime:
     wake_worker: Callable[[], None] = field(default=_no_op)
     # SQLite: whole write transactions in one hand-off, for the busiest writers.
     writer: SqliteWriter | None = None
+    # Set when the process begins to stop: /readyz answers 503 from then on.
+    stopping: bool = False
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:

@@ -78,5 +78,5 @@ class Limits:
     def from_settings(cls, settings: Settings, clock: Clock) -> Limits:
         return cls(
             connections=SlidingWindow(settings.smtp_max_connections_per_ip_per_minute, clock),
-            auth_failures=SlidingWindow(settings.smtp_max_auth_failures_per_ip_per_minute, clock),
+            auth_failures=SlidingWindow(settings.auth_failures_per_source, clock),
         )

@@ -37,7 +37,7 @@ class SmtpServer:
         self.settings = runtime.settings
         self.hostname = self.settings.smtp_hostname or socket.getfqdn()
         self.limits = Limits.from_settings(self.settings, runtime.clock)
-        self.authenticator = Authenticator(runtime, self.limits.auth_failures)
+        self.authenticator = Authenticator(runtime)
         self.handler = Handler(runtime, self.authenticator)
         self._tls = tls_context
         self._servers: dict[str, asyncio.Server] = {}

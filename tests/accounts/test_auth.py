@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
+from postroute.accounts.guard import MAX_WAITING, AuthGuard
 from postroute.api.runtime import Runtime
 from postroute.kit.clock import FakeClock
+from tests.accounts.test_guard import Waits
 from tests.conftest import Tenant
 
 
@@ -120,3 +124,52 @@ async def test_a_key_is_marked_used_at_most_once_a_minute(
     assert await last_used() == first
     clock.advance(31)
     assert await last_used() != first
+
+
+async def test_bearer_guesses_are_slowed_and_the_right_key_still_works(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    """HTTP Bearer keys share the SMTP AUTH limits: distinct wrong keys from one address
+    slow its unknown keys down; a key that worked before is never slowed."""
+    waits = Waits()
+    s = runtime.settings
+    runtime.guard = AuthGuard(
+        per_source=2,
+        global_limit=s.auth_failures_global,
+        slow=0.5,
+        slow_max=4.0,
+        clock=runtime.clock,
+        sleep=waits,
+    )
+    assert (await client.get("/v1/smtp-pools", headers=tenant.headers)).status_code == 200
+    for i in range(4):
+        wrong = {"Authorization": f"Bearer pr_live_guess{i}"}
+        assert (await client.get("/v1/smtp-pools", headers=wrong)).status_code == 401
+    assert waits.delays == [0.5, 1.0]
+    assert (await client.get("/v1/smtp-pools", headers=tenant.headers)).status_code == 200
+    assert waits.delays == [0.5, 1.0]
+
+
+async def test_too_many_waiting_bearer_checks_are_429(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    waits = Waits()
+    runtime.guard = AuthGuard(
+        per_source=1, global_limit=1000, slow=1.0, slow_max=1.0, clock=runtime.clock, sleep=waits
+    )
+    wrong = {"Authorization": "Bearer pr_live_guess"}
+    assert (await client.get("/v1/smtp-pools", headers=wrong)).status_code == 401
+    waits.gate = asyncio.Event()
+    pending = [
+        asyncio.ensure_future(
+            client.get("/v1/smtp-pools", headers={"Authorization": f"Bearer pr_live_{i}"})
+        )
+        for i in range(MAX_WAITING)
+    ]
+    while runtime.guard.waiting("127.0.0.1") < MAX_WAITING:  # one in the lane, the rest queue
+        await asyncio.sleep(0.01)
+    refused = await client.get("/v1/smtp-pools", headers=wrong)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    waits.gate.set()
+    assert [r.status_code for r in await asyncio.gather(*pending)] == [401] * MAX_WAITING

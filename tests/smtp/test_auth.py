@@ -1,6 +1,6 @@
 """Who may send: AUTH only over TLS, API keys as passwords, 530 without AUTH unless an IP
-credential covers the client, 535 for a wrong key, 421 after repeated failures, and
-TLS 1.2 as the floor."""
+credential covers the client, 535 for a wrong key, wrong keys slowed (never the right
+one), and TLS 1.2 as the floor."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
+from postroute.accounts.guard import AuthGuard
 from postroute.api.runtime import Runtime
 from postroute.db import create_engine, session_factory
 from postroute.kit.clock import FakeClock
 from postroute.smtp import replies
+from tests.accounts.test_guard import Waits
 from tests.conftest import Tenant, make_tenant
 from tests.smtp.conftest import BASIC, HOST, Ports, RawClient, queued_id
 from tests.support.fixtures import RelayCA
@@ -94,30 +96,71 @@ def smtp_overrides() -> dict[str, Any]:
     return {"auth_failures_per_source": 3}
 
 
-async def test_wrong_key_is_535_and_repeated_failures_421(
+@pytest.fixture
+def waits(runtime: Runtime) -> Waits:
+    """The runtime's auth guard, with its waits recorded instead of slept."""
+    waits = Waits()
+    s = runtime.settings
+    runtime.guard = AuthGuard(
+        per_source=s.auth_failures_per_source,
+        global_limit=s.auth_failures_global,
+        slow=s.auth_slow_seconds,
+        slow_max=s.auth_slow_max_seconds,
+        clock=runtime.clock,
+        sleep=waits,
+    )
+    return waits
+
+
+async def test_wrong_keys_are_535_then_slowed_but_the_right_key_still_works(
     ports: Ports,
     client_tls: ssl.SSLContext,
     tenant: Tenant,
     clock: FakeClock,
-    raw_clients: list[RawClient],
+    waits: Waits,
+    runtime: Runtime,
 ) -> None:
+    """A NAT shared by a guesser (or a misconfigured app) and a good app: the wrong keys
+    get 535 and slow that address down; the right key is accepted, never refused."""
     for key in ("pr_live_wrong", "not-even-a-key", tenant.key + "x"):
         code, text = await asyncio.to_thread(login, ports.implicit, client_tls, key)
         assert (code, text) == (535, replies.S535_AUTH_INVALID.message)
+    assert waits.delays == []
+    code, text = await asyncio.to_thread(login, ports.implicit, client_tls, "pr_live_more")
+    assert (code, text) == (535, replies.S535_AUTH_INVALID.message)
+    assert waits.delays == [runtime.settings.auth_slow_seconds]  # checked slowly
 
-    # Over the limit: 421 and the connection is closed, even for the right key.
-    reader, writer = await asyncio.open_connection(HOST, ports.implicit, ssl=client_tls)
-    raw = RawClient(reader, writer)
-    raw_clients.append(raw)
-    assert (await raw.reply())[0] == 220
-    await raw.command("EHLO app.example.com")
-    code, reply = await raw.command(f"AUTH PLAIN {plain(tenant.key)}")
-    assert code == 421 and reply.startswith("4.7.0 mx.postroute.test Too many authentication")
-    assert await raw.closed()
+    code, _ = await asyncio.to_thread(login, ports.implicit, client_tls, tenant.key)
+    assert code == 235  # slowed once (unknown to this process yet), not refused
+    slowed = len(waits.delays)
+    code, _ = await asyncio.to_thread(login, ports.implicit, client_tls, tenant.key)
+    assert code == 235 and len(waits.delays) == slowed  # known good: at once
 
     clock.advance(61)  # the window has passed
-    code, _ = await asyncio.to_thread(login, ports.implicit, client_tls, tenant.key)
-    assert code == 235
+    assert runtime.guard.failures(HOST) == 0
+
+
+def smtplib_login(port: int, tls: ssl.SSLContext, key: str) -> int:
+    with smtplib.SMTP_SSL(HOST, port, context=tls, timeout=5) as smtp:
+        try:
+            smtp.login("user", key)  # PLAIN, then LOGIN when PLAIN fails
+        except smtplib.SMTPAuthenticationError as exc:
+            return exc.smtp_code
+        return 235
+
+
+async def test_a_stale_key_retried_is_one_failure(
+    ports: Ports, client_tls: ssl.SSLContext, tenant: Tenant, waits: Waits, runtime: Runtime
+) -> None:
+    """smtplib's login() spends two attempts per call; an app retrying a stale key is not
+    guessing: the same wrong key counts once, and the source is never slowed for it."""
+    for _ in range(5):
+        assert (
+            await asyncio.to_thread(smtplib_login, ports.implicit, client_tls, "pr_live_old") == 535
+        )
+    assert runtime.guard.failures(HOST) == 1
+    assert waits.delays == []
+    assert await asyncio.to_thread(smtplib_login, ports.implicit, client_tls, tenant.key) == 235
 
 
 async def test_revoked_key_is_535(

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
 from postroute.accounts import service as accounts
+from postroute.accounts.guard import TooManyAttempts
 from postroute.accounts.service import AccountContext
 from postroute.api.runtime import Runtime
 from postroute.db import begin_read
@@ -38,15 +39,29 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 async def current_account(
+    request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> AccountContext:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise errors.Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    await begin_read(session)  # most requests only read the key: no write lock
-    context = await accounts.identify(session, credentials.credentials, runtime.clock)
-    await session.commit()
+    key = credentials.credentials
+
+    async def lookup() -> AccountContext | None:
+        await begin_read(session)  # most requests only read the key: no write lock
+        found = await accounts.identify(session, key, runtime.clock)
+        await session.commit()
+        return found
+
+    source = request.client.host if request.client is not None else "unknown"
+    try:  # limits on key guessing, shared with SMTP AUTH
+        context = await runtime.guard.check(source, key, lookup)
+    except TooManyAttempts:
+        raise errors.DomainError(
+            "too many authentication attempts from your address; try again later",
+            code=errors.RATE_LIMITED,
+        ) from None
     if context is None:
         raise errors.Unauthorized("invalid or revoked API key")
     if context.touch_due:  # at most once a minute per key, in its own write transaction

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postroute import sqlite_writer
+from postroute.accounts.guard import AuthGuard
 from postroute.config import Settings
 from postroute.db import SessionFactory, create_engine, session_factory
 from postroute.kit.clock import Clock, SystemClock
@@ -36,6 +37,18 @@ class Runtime:
     writer: SqliteWriter | None = None
     # Set when the process begins to stop: /readyz answers 503 from then on.
     stopping: bool = False
+    # Limits on key guessing, shared by SMTP AUTH and HTTP Bearer authentication.
+    guard: AuthGuard = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.guard = AuthGuard(
+            per_source=s.auth_failures_per_source,
+            global_limit=s.auth_failures_global,
+            slow=s.auth_slow_seconds,
+            slow_max=s.auth_slow_max_seconds,
+            clock=self.clock,
+        )
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:

@@ -1,5 +1,7 @@
 """Who is sending: the account of an API key given as the AUTH password (any user name),
-or of an IP credential covering the client's address. Failed keys count per client IP."""
+or of an IP credential covering the client's address. Key checks go through the
+process's :class:`~postroute.accounts.guard.AuthGuard` (limits on guessing, shared with
+the HTTP API)."""
 
 from __future__ import annotations
 
@@ -10,35 +12,32 @@ from postroute.accounts import service as accounts
 from postroute.accounts.service import AccountContext
 from postroute.api.runtime import Runtime
 from postroute.db import transaction
-from postroute.smtp.limits import SlidingWindow
 
 log = logging.getLogger("postroute.smtp")
 
 
 class Authenticator:
-    def __init__(self, runtime: Runtime, failures: SlidingWindow) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
-        self.failures = failures
-
-    def blocked(self, ip: str) -> bool:
-        """Too many failed AUTH attempts from ``ip`` in the window: refuse without checking."""
-        return self.failures.full(ip)
 
     async def check_key(self, ip: str, password: bytes) -> AccountContext | None:
-        """The account of the API key ``password``; None (and one failure counted against
-        ``ip``) for a wrong or revoked key. Database trouble raises."""
+        """The account of the API key ``password``; None for a wrong or revoked key
+        (counted against ``ip`` by the guard). Database trouble raises, and so does
+        ``TooManyAttempts`` when too many checks from ``ip`` already wait."""
         try:
             token = password.decode("utf-8").strip()
         except UnicodeDecodeError:
             token = ""
         context = None
         if token:
-            async with transaction(self.rt.sessions) as session:
-                context = await accounts.authenticate(session, token, self.rt.clock)
+            context = await self.rt.guard.check(ip, token, lambda: self._lookup(token))
         if context is None:
-            self.failures.record(ip)
             log.info("SMTP AUTH failed from %s", ip)  # never the key itself
         return context
+
+    async def _lookup(self, token: str) -> AccountContext | None:
+        async with transaction(self.rt.sessions) as session:
+            return await accounts.authenticate(session, token, self.rt.clock)
 
     async def account_for_ip(self, ip: str) -> str | None:
         """The account whose IP credential covers ``ip``, if any."""

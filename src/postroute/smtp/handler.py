@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from aiosmtpd.smtp import MISSING, Envelope, Session, TLSSetupException
+from aiosmtpd.smtp import Envelope, Session, TLSSetupException
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -67,14 +67,6 @@ class Handler:
         session.host_name = hostname
         server.command_size_limits.clear()  # aiosmtpd raises the MAIL limit on every EHLO
         return server.ehlo_lines()
-
-    async def handle_AUTH(
-        self, server: SubmissionSMTP, session: Session, envelope: Envelope, args: list[str]
-    ) -> object:
-        if self.authenticator.blocked(server.peer_ip):
-            log.warning("SMTP AUTH from %s refused: too many failures", server.peer_ip)
-            return str(replies.S421_TOO_MANY_AUTH_FAILURES(host=server.hostname))
-        return MISSING  # go on with aiosmtpd's PLAIN / LOGIN
 
     async def handle_MAIL(
         self,

@@ -1,4 +1,5 @@
-"""Per-client-IP counters of the SMTP listeners: connections and AUTH failures per window.
+"""Per-client-IP counters of the SMTP listeners: connections per window (AUTH failures are
+the :class:`~postroute.accounts.guard.AuthGuard`'s, shared with the HTTP API).
 
 Kept in process memory (one set per ``postroute smtp`` / ``serve`` process), with the
 time from an injected clock so tests move it instead of sleeping.
@@ -72,11 +73,9 @@ class Limits:
     """The per-IP counters shared by every listener of one process."""
 
     connections: SlidingWindow
-    auth_failures: SlidingWindow
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock) -> Limits:
         return cls(
-            connections=SlidingWindow(settings.smtp_max_connections_per_ip_per_minute, clock),
-            auth_failures=SlidingWindow(settings.auth_failures_per_source, clock),
+            connections=SlidingWindow(settings.smtp_max_connections_per_ip_per_minute, clock)
         )

@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from postroute.api.runtime import Runtime
 from postroute.delivery.worker import Worker
 from tests.conftest import Tenant
+from tests.support.relay import RecordingRelay
+
+
+def secret_forms(user: str, password: str) -> list[str]:
+    """What a relay may quote back of the credentials it was sent: the password, and in
+    base64 the password (AUTH LOGIN), the user name, and the AUTH PLAIN string."""
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    return [password, b64(password), b64(user), b64(f"\0{user}\0{password}")]
+
+
+class EchoingRelay(RecordingRelay):
+    """A relay whose AUTH failure reply quotes the credentials back, as given and in
+    base64, lower and upper case: ``535 5.7.8 echo LOGIN: <forms>``."""
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        result = super()._authenticate(server, session, envelope, mechanism, auth_data)
+        if result.success:
+            return result
+        assert isinstance(auth_data, LoginPassword)
+        forms = secret_forms(auth_data.login.decode(), auth_data.password.decode())
+        echoed = " ".join(forms + [f.lower() for f in forms] + [f.upper() for f in forms])
+        return AuthResult(
+            success=False, handled=False, message=f"535 5.7.8 echo {mechanism}: {echoed}"
+        )
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ async def _session(
                     f"sending test message via {relay.host}:{relay.port}: {error.detail}",
                     smtp_code=error.smtp_code,
                     smtp_message=error.smtp_message,
-                ).redacted(relay.password) from None  # the cause may quote the password
+                ) from None
     finally:
         # A failed goodbye changes nothing: the relay did its part.
         await smtp.aclose(grace=min(options.timeout, 2.0))

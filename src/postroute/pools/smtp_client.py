@@ -26,10 +26,14 @@ ENCRYPTIONS = frozenset({"tls", "ssl", "none"})
 # 4xx replies that mean "slow down" (e.g. SES `454 Throttling failure`): by text, not code.
 _THROTTLE_TEXT = re.compile(r"throttl|rate.?limit|too many|exceeded|quota", re.IGNORECASE)
 _AUTH_CODES = frozenset({530, 534, 535})
+_ENHANCED_STATUS = re.compile(r"([245])\.[0-7]\.\d{1,3}(?=\s|$)")
 
 
 class RelayError(Exception):
-    """A classified failure talking to an upstream relay. `detail` never holds secrets."""
+    """A classified failure talking to an upstream relay.
+
+    Built only from text that never held a secret: what the relay or aiosmtplib said
+    during AUTH is not quoted (see :func:`open_session`), so there is nothing to mask."""
 
     def __init__(
         self,
@@ -44,18 +48,6 @@ class RelayError(Exception):
         self.detail = detail
         self.smtp_code = smtp_code
         self.smtp_message = smtp_message
-
-    def redacted(self, secret: str | None) -> RelayError:
-        """A copy with every occurrence of `secret` masked."""
-        if not secret:
-            return self
-        message = self.smtp_message
-        return RelayError(
-            self.code,
-            self.detail.replace(secret, "***"),
-            smtp_code=self.smtp_code,
-            smtp_message=message.replace(secret, "***") if message is not None else None,
-        )
 
 
 @lru_cache(maxsize=32)
@@ -131,6 +123,7 @@ async def open_session(relay: RelayConfig, options: ClientOptions) -> RelaySessi
         tls_context=context,
     )
     stage = "connect"
+    failure: RelayError | None = None
     try:
         async with asyncio.timeout(options.timeout):
             await smtp.connect()
@@ -146,19 +139,27 @@ async def open_session(relay: RelayConfig, options: ClientOptions) -> RelaySessi
                 await _login(smtp, relay.username, relay.password or "")
     except Exception as exc:
         smtp.abort()
-        error = _for_stage(classify(exc), stage)
-        where = f"{stage} at {relay.host}:{relay.port}"
-        if error.code == SMTP_TIMEOUT and isinstance(exc, TimeoutError):
-            detail = f"{where}: no answer within {options.timeout:g} s"
-        else:
-            detail = f"{where}: {error.detail}"
-        raise RelayError(
-            error.code, detail, smtp_code=error.smtp_code, smtp_message=error.smtp_message
-        ).redacted(relay.password) from None  # the cause may quote the password back
+        failure = _failure(exc, stage, relay, options)
     except BaseException:
         smtp.abort()
         raise
+    if failure is not None:  # raised here, outside the handler: no trace of the cause
+        raise failure
     return smtp
+
+
+def _failure(
+    exc: BaseException, stage: str, relay: RelayConfig, options: ClientOptions
+) -> RelayError:
+    error = _auth_failure(exc) if stage == "AUTH" else _for_stage(classify(exc), stage)
+    where = f"{stage} at {relay.host}:{relay.port}"
+    if error.code == SMTP_TIMEOUT and isinstance(exc, TimeoutError):
+        detail = f"{where}: no answer within {options.timeout:g} s"
+    else:
+        detail = f"{where}: {error.detail}"
+    return RelayError(
+        error.code, detail, smtp_code=error.smtp_code, smtp_message=error.smtp_message
+    )
 
 
 async def _starttls(smtp: aiosmtplib.SMTP) -> None:
@@ -170,7 +171,41 @@ async def _starttls(smtp: aiosmtplib.SMTP) -> None:
 async def _login(smtp: aiosmtplib.SMTP, username: str, password: str) -> None:
     if not smtp.supports_extension("auth"):
         raise RelayError(SMTP_AUTH_ERROR, "credentials configured but the relay offers no AUTH")
+    if not smtp.supported_auth_methods:
+        offered = " ".join(sorted(m.upper() for m in smtp.server_auth_methods))
+        raise RelayError(
+            SMTP_AUTH_ERROR, f"the relay offers no AUTH mechanism Postroute knows ({offered})"
+        )
     await smtp.login(username, password)
+
+
+def _auth_failure(exc: BaseException) -> RelayError:
+    """A failure during AUTH, described without the relay's text or the exception's.
+
+    A relay may quote back what it was sent (the base64 AUTH PLAIN string, the base64
+    password of AUTH LOGIN), and aiosmtplib puts the reply's text into its exceptions:
+    only the reply code and its enhanced status code are kept. The text still decides
+    the kind (a throttling 454, a 530 asking for STARTTLS), never the words shown."""
+    if isinstance(exc, RelayError):  # ours, from fixed text
+        return exc
+    kind = _for_stage(classify(exc), "AUTH").code
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0:
+        status = _enhanced_status(exc.code, exc.message)
+        reply = f"{exc.code} {status}" if status else str(exc.code)
+        return RelayError(
+            kind, f"relay refused AUTH ({reply})", smtp_code=exc.code, smtp_message=status
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return RelayError(kind, "relay sent an unreadable reply to AUTH")
+    return RelayError(kind, f"AUTH failed: {type(exc).__name__}")
+
+
+def _enhanced_status(code: int, message: str) -> str | None:
+    """The enhanced status code (RFC 3463) that starts a reply's text, e.g. ``5.7.8``."""
+    found = _ENHANCED_STATUS.match(message)
+    if found is None or found.group(1) != str(code)[0]:
+        return None
+    return found.group(0)
 
 
 def _for_stage(error: RelayError, stage: str) -> RelayError:

@@ -1,13 +1,27 @@
-"""Compose the long-running parts of one process and stop them cleanly on SIGTERM/SIGINT."""
+"""Compose the long-running parts of one process; stop them on SIGTERM/SIGINT.
+
+Stopping begins with ``runtime.stopping`` (``/readyz`` answers 503 from then on). Two
+tracks then run at once: the ingress (the SMTP listeners, then the HTTP server, which
+answers meanwhile) and delivery (the worker, or the worker process); the database is
+closed last. Each part's stop is a step of its own: one that fails is logged with the
+part's name, the others still stop, and the exit status is ``EXIT_STOP_FAILED``. A stop
+that hangs meets ``STOP_DEADLINE``: a thread logs which parts had not finished and ends
+the process with that status, whatever is stuck, the event loop included (the signal
+handler starts the deadline's clock itself).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import Iterator
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from types import FrameType
 
 import uvicorn
 
@@ -21,6 +35,16 @@ from postroute.worker_process import EXIT_DISK_FAILED, WorkerProcess, watch_supe
 
 log = logging.getLogger("postroute")
 STOP_GRACE = 30.0  # seconds a stopping worker gives the messages in flight
+HTTP_GRACE = 10  # seconds the HTTP server gives the requests in flight
+# Every part has a bound of its own (the worker process is killed STOP_GRACE + 5 s after
+# its SIGTERM); past this one, something is stuck: the process exits at once.
+STOP_DEADLINE = STOP_GRACE + 30.0
+LAST_WORDS = 2.0  # seconds the deadline waits for its log line to be written
+EXIT_STOP_FAILED = 70  # EX_SOFTWARE: a part failed to stop, or stopping passed the deadline
+
+# the parts, as the log names them
+SMTP, HTTP, WORKER, WORKER_PROCESS = "SMTP listeners", "HTTP server", "worker", "worker process"
+DATABASE = "database"
 
 
 @dataclass(frozen=True)
@@ -47,77 +71,229 @@ def setup_logging(settings: Settings) -> None:
 
 
 async def serve_forever(settings: Settings, parts: Parts) -> int:
-    """Run ``parts`` until SIGTERM/SIGINT (exit status 0), or until the SQLite WAL could
-    not be synced to disk, here or in the worker child (``EXIT_DISK_FAILED``: a
-    supervisor restarts the process, and SQLite recovers the WAL on opening it)."""
+    """Run ``parts`` until SIGTERM/SIGINT: exit status 0, or ``EXIT_STOP_FAILED`` when a
+    part failed to stop. ``EXIT_DISK_FAILED`` when the SQLite WAL could not be synced to
+    disk, here or in the worker child (a supervisor restarts the process, and SQLite
+    recovers the WAL on opening it). A stop that passes ``STOP_DEADLINE`` never returns:
+    the process exits."""
     setup_logging(settings)
-    runtime = Runtime.build(settings)
-    if settings.is_sqlite:
-        await migrate.upgrade(runtime.engine)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    status = 0
+    process = _Process(Runtime.build(settings), parts)
+    with process.signals():
+        try:
+            if settings.is_sqlite:
+                await migrate.upgrade(process.rt.engine)
+            await process.start()
+            watcher = asyncio.create_task(watch_supervisor(process.requested), name="supervisor")
+            await process.requested.wait()
+            watcher.cancel()
+        finally:  # also after a failed start (a port in use): what started is stopped
+            await process.stop()
+    return process.status
 
-    def disk_failed() -> None:
-        nonlocal status
-        if not status:
+
+class _Process:
+    """The parts one process runs: started in order, stopped in two tracks."""
+
+    def __init__(self, runtime: Runtime, parts: Parts) -> None:
+        self.rt = runtime
+        self.parts = parts
+        self.status = 0
+        self.requested = asyncio.Event()  # a signal, a failed fsync, serve gone (the child)
+        self.stopping = Stopping(STOP_DEADLINE, lambda: self.status or EXIT_STOP_FAILED)
+        self.smtp: SmtpServer | None = None
+        self.http: _Server | None = None
+        self.http_task: asyncio.Task[None] | None = None
+        self.worker: Worker | None = None
+        self.worker_task: asyncio.Task[None] | None = None
+        self.child: WorkerProcess | None = None
+        if runtime.writer is not None:
+            runtime.writer.on_failure = self.disk_failed
+
+    def disk_failed(self) -> None:
+        if not self.status:
             log.critical("stopping: an fsync of the database failed (see above)")
-        status = EXIT_DISK_FAILED
-        stop.set()
+        self.status = EXIT_DISK_FAILED
+        self.requested.set()
 
-    if runtime.writer is not None:
-        runtime.writer.on_failure = disk_failed
+    @contextlib.contextmanager
+    def signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT request the stop and start the deadline's clock, from the
+        signal handler itself: even a blocked event loop cannot keep the process alive."""
+        loop = asyncio.get_running_loop()
 
-    tasks: list[asyncio.Task[None]] = []
-    worker: Worker | None = None
-    child: WorkerProcess | None = None
-    server: _Server | None = None
-    smtp: SmtpServer | None = None
-    if parts.smtp:  # first: a port in use stops the process before anything runs
-        smtp = SmtpServer(runtime)
-        await smtp.start()
-    if parts.worker and parts.worker_process:
-        child = WorkerProcess(stop_grace=STOP_GRACE, on_disk_failure=disk_failed)
-        await child.start()
-        runtime.wake_worker = child.wake
-    elif parts.worker:
-        worker = Worker(runtime)
-        runtime.wake_worker = worker.wake
-        loop.add_signal_handler(signal.SIGUSR1, worker.wake)  # e.g. from serve's API process
-        tasks.append(asyncio.create_task(worker.run(), name="worker"))
-        log.info("delivery worker %s started", worker.owner)
-    if parts.api:
-        host, port = parse_bind(settings.http_bind, 8000)
-        config = uvicorn.Config(
-            create_app(runtime), host=host, port=port, log_level="warning", lifespan="on"
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.stopping.arm()
+            loop.call_soon_threadsafe(self.requested.set)
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.stopping.start()
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            if self.worker is not None:
+                loop.remove_signal_handler(signal.SIGUSR1)
+
+    async def start(self) -> None:
+        rt, parts = self.rt, self.parts
+        if parts.smtp:  # first: a port in use stops the process before anything runs
+            self.smtp = SmtpServer(rt)
+            await self.smtp.start()
+        if parts.worker and parts.worker_process:
+            self.child = WorkerProcess(stop_grace=STOP_GRACE, on_disk_failure=self.disk_failed)
+            await self.child.start()
+            rt.wake_worker = self.child.wake
+        elif parts.worker:
+            self.worker = worker = Worker(rt)
+            rt.wake_worker = worker.wake
+            loop = asyncio.get_running_loop()  # SIGUSR1: e.g. from serve's API process
+            loop.add_signal_handler(signal.SIGUSR1, worker.wake)
+            self.worker_task = asyncio.create_task(worker.run(), name="worker")
+            log.info("delivery worker %s started", worker.owner)
+        if parts.api:
+            host, port = parse_bind(rt.settings.http_bind, 8000)
+            config = uvicorn.Config(create_app(rt), host, port, lifespan="on", log_level="warning")
+            config.timeout_graceful_shutdown = HTTP_GRACE  # then requests in flight are cancelled
+            self.http = _Server(config)
+            self.http_task = asyncio.create_task(self.http.serve(), name="http")
+            log.info("HTTP API on http://%s:%s", host, port)
+
+    async def stop(self) -> None:
+        self.rt.stopping = True  # before anything stops: /readyz answers 503 at once
+        self.stopping.arm()
+        log.info("stopping")
+        if self.child is not None:
+            self.child.stopping()  # a child that exits now is not restarted
+        parts = {SMTP: self.smtp, HTTP: self.http, WORKER: self.worker, WORKER_PROCESS: self.child}
+        self.stopping.plan([name for name, part in parts.items() if part is not None] + [DATABASE])
+        try:
+            await asyncio.gather(self._stop_ingress(), self._stop_delivery())
+            await self.stopping.step(DATABASE, self.rt.close)
+        finally:
+            self.stopping.finish()
+        if self.stopping.failed:
+            self.status = self.status or EXIT_STOP_FAILED
+            log.error("stopped; failed to stop: %s", ", ".join(self.stopping.failed))
+        else:
+            log.info("stopped")
+
+    async def _stop_ingress(self) -> None:
+        """SMTP first (a message being stored still gets its reply), then HTTP, which
+        answers meanwhile (/readyz: 503)."""
+        if self.smtp is not None:
+            await self.stopping.step(SMTP, self.smtp.stop)
+        if self.http is not None:
+            await self.stopping.step(HTTP, self._stop_http)
+
+    async def _stop_delivery(self) -> None:
+        if self.worker is not None:
+            await self.stopping.step(WORKER, self._stop_worker)
+        if self.child is not None:
+            await self.stopping.step(WORKER_PROCESS, self._stop_child)
+
+    async def _stop_http(self) -> None:
+        assert self.http is not None and self.http_task is not None
+        self.http.should_exit = True
+        await self.http_task
+
+    async def _stop_worker(self) -> None:
+        assert self.worker is not None and self.worker_task is not None
+        await self.worker.stop(STOP_GRACE)
+        await self.worker_task
+
+    async def _stop_child(self) -> str | None:
+        assert self.child is not None
+        code = await self.child.stop()
+        if code not in (None, 0, -signal.SIGTERM, EXIT_DISK_FAILED):  # 74: status is set
+            return f"it exited with status {code}"
+        return None
+
+
+class Stopping:
+    """The steps of one stop (one that fails is logged by name) and a deadline over them:
+    ``deadline`` s after ``arm()``, unless ``finish()`` came first, a thread logs the parts
+    still stopping and those not begun, and exits the process with ``status()``."""
+
+    def __init__(self, deadline: float, status: Callable[[], int]) -> None:
+        self.failed: list[str] = []
+        self._deadline = deadline
+        self._status = status
+        self._lock = threading.Lock()
+        self._waiting: list[str] = []
+        self._running: list[str] = []
+        self._finished = threading.Event()
+        self._armed, self._arm = -1, -1  # a write to _arm starts the clock
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the deadline's thread (the clock starts with ``arm()``)."""
+        self._armed, self._arm = os.pipe()
+        os.set_blocking(self._arm, False)
+        self._thread = threading.Thread(target=self._watch, name="stop-deadline", daemon=True)
+        self._thread.start()
+
+    def arm(self) -> None:
+        """Start the clock (once; later calls change nothing). No lock: a signal handler
+        may call it whatever the code it interrupted holds."""
+        fd = self._arm
+        if fd >= 0:
+            with contextlib.suppress(OSError):  # the pipe is full: armed already
+                os.write(fd, b"!")
+
+    def plan(self, names: list[str]) -> None:
+        self._waiting = list(names)  # one assignment: the thread sees the old list or this
+
+    async def step(self, name: str, stop: Callable[[], Awaitable[str | None]]) -> None:
+        """Run ``stop``: it raises, or returns how the part did not stop cleanly, or None."""
+        with self._lock:
+            self._waiting.remove(name)
+            self._running.append(name)
+        try:
+            if problem := await stop():
+                log.error("stopping: the %s did not stop cleanly: %s", name, problem)
+                self.failed.append(name)
+        except Exception:
+            log.exception("stopping: the %s failed to stop; stopping the rest", name)
+            self.failed.append(name)
+        finally:
+            with self._lock:
+                self._running.remove(name)
+
+    def finish(self) -> None:
+        self._finished.set()
+        if self._thread is None:
+            return
+        self.arm()  # wakes the thread if the clock never started
+        self._thread.join()
+        fds, self._arm = (self._arm, self._armed), -1  # a late signal writes nothing
+        for fd in fds:
+            os.close(fd)
+
+    def _watch(self) -> None:
+        os.read(self._armed, 1)
+        if self._finished.wait(self._deadline):
+            return
+        with self._lock:
+            running, waiting = list(self._running), list(self._waiting)
+        status = self._status()
+        what = (
+            f"still stopping: {', '.join(running) or 'nothing'}; "
+            f"not begun: {', '.join(waiting) or 'nothing'}"
+            if running or waiting
+            else "stopping never began (the event loop is blocked)"
         )
-        server = _Server(config)
-        tasks.append(asyncio.create_task(server.serve(), name="http"))
-        log.info("HTTP API on http://%s:%s", host, port)
+        line = f"stopping did not finish in {self._deadline:g} s; {what}; exit status {status}"
+        writer = threading.Thread(target=_log_and_flush, args=(line,), daemon=True)
+        writer.start()
+        writer.join(LAST_WORDS)  # what is stuck may hold the log's lock: not forever
+        os._exit(status)
 
-    watcher = asyncio.create_task(watch_supervisor(stop), name="supervisor")
-    await stop.wait()
-    watcher.cancel()
-    log.info("stopping")
-    try:
-        if child is not None:
-            child.stopping()
-        if smtp is not None:  # first: no new mail while the rest stops
-            await smtp.stop()
-        if server is not None:
-            server.should_exit = True
-        if worker is not None:
-            await worker.stop(STOP_GRACE)
-    except Exception:
-        if not status:
-            raise
-        log.exception("stopping after the failed fsync")  # the exit status stays 74
-    finally:  # whatever failed above: the child, the tasks and the database are closed
-        if child is not None:
-            await child.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await runtime.close()
-    log.info("stopped")
-    return status
+
+def _log_and_flush(line: str) -> None:
+    log.critical(line)
+    for handler in (*log.handlers, *logging.getLogger().handlers):
+        handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()

@@ -68,10 +68,13 @@ class WorkerProcess:
         """Shutdown has begun: a child that exits now is not restarted."""
         self._stopping = True
 
-    async def stop(self) -> None:
+    async def stop(self) -> int | None:
+        """SIGTERM to the child; killed if it has not exited ``stop_grace`` + 5 s later.
+        Its exit status, or None when it was not running (died, or not yet restarted)."""
         self._stopping = True
         child = self._child
-        if child is not None and child.poll() is None:
+        running = child is not None and child.poll() is None
+        if child is not None and running:
             with contextlib.suppress(ProcessLookupError):
                 child.terminate()
             try:
@@ -87,6 +90,7 @@ class WorkerProcess:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        return child.returncode if child is not None and running else None
 
     def _spawn(self) -> None:
         env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}

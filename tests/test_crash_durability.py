@@ -25,7 +25,6 @@ import pytest
 import sqlalchemy as sa
 
 from postroute.api.runtime import Runtime
-from postroute.config import Settings
 from postroute.models import Message
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool
@@ -46,8 +45,9 @@ TIMEOUT = 60.0
 
 
 @pytest.fixture
-def processes(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
-    with Processes(settings, tmp_path) as started:
+def processes(runtime: Runtime, tmp_path: Path) -> Iterator[Processes]:
+    """Processes on the test's database (emptied first, on PostgreSQL)."""
+    with Processes(runtime.settings, tmp_path) as started:
         yield started
 
 

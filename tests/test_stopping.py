@@ -35,8 +35,9 @@ CUT_SHORT = b"From: shop@example.com\r\nTo: customer@example.org\r\nSubject: cut
 
 
 @pytest.fixture
-def processes(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
-    with Processes(settings, tmp_path) as started:
+def processes(runtime: Runtime, tmp_path: Path) -> Iterator[Processes]:
+    """Processes on the test's database (emptied first, on PostgreSQL)."""
+    with Processes(runtime.settings, tmp_path) as started:
         yield started
 
 

@@ -79,14 +79,14 @@ async def serve_forever(settings: Settings, parts: Parts) -> int:
     setup_logging(settings)
     process = _Process(Runtime.build(settings), parts)
     with process.signals():
+        watcher = asyncio.create_task(watch_supervisor(process.requested), name="supervisor")
         try:
             if settings.is_sqlite:
                 await migrate.upgrade(process.rt.engine)
             await process.start()
-            watcher = asyncio.create_task(watch_supervisor(process.requested), name="supervisor")
             await process.requested.wait()
-            watcher.cancel()
         finally:  # also after a failed start (a port in use): what started is stopped
+            watcher.cancel()
             await process.stop()
     return process.status
 

@@ -18,8 +18,20 @@ from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from postroute.delivery import transport
 from postroute.delivery.pipelining import content_for_data
-from postroute.delivery.results import Bounced, Deferred, Outcome, RelayDown, Sent
-from postroute.pools.errors import SMTP_CONNECTION_ERROR, SMTP_RATE_LIMIT, SMTP_REJECTED
+from postroute.delivery.results import (
+    Bounced,
+    Deferred,
+    Outcome,
+    RelayDown,
+    Sent,
+    UnknownOutcome,
+)
+from postroute.pools.errors import (
+    SMTP_CONNECTION_ERROR,
+    SMTP_RATE_LIMIT,
+    SMTP_REJECTED,
+    SMTP_TIMEOUT,
+)
 from postroute.pools.relay_config import ClientOptions, RelayConfig
 from postroute.pools.smtp_client import RelaySession, open_session
 from tests.support.fixtures import RelayFactory
@@ -196,9 +208,23 @@ def test_content_is_not_sent_when_a_relay_says_354_after_refusing_the_recipient(
     assert commands[-3:] == [b"MAIL", b"RCPT", b"DATA"]  # nothing after DATA
 
 
-def test_a_session_lost_after_the_group_is_relay_trouble(run: Run[Any]) -> None:
+async def ask(port: int, timeout: float = 5) -> Outcome | transport.Stale:
+    """One message through a new session to the relay on ``port``."""
+    smtp = await open_session(RelayConfig("127.0.0.1", port, "none"), ClientOptions(timeout))
+    try:
+        return await transport.send_message(smtp, "shop@example.com", "a@example.org", MESSAGE)
+    finally:
+        await transport.close(smtp)
+
+
+def ehlo_reply(pipelining: bool) -> bytes:
+    return b"250-flaky.test\r\n250 PIPELINING\r\n" if pipelining else b"250 flaky.test\r\n"
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_session_lost_after_the_group_is_relay_trouble(run: Run[Any], pipelining: bool) -> None:
     """MAIL and RCPT accepted, then the connection drops before DATA's reply: RelayDown
-    (the message may be retried; it was not accepted)."""
+    (the content was not sent: the message may fail over)."""
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 flaky.test ESMTP\r\n")
@@ -206,24 +232,49 @@ def test_a_session_lost_after_the_group_is_relay_trouble(run: Run[Any]) -> None:
             if line.upper().startswith(b"DATA"):
                 writer.close()
                 return
-            reply = (
-                b"250-flaky.test\r\n250 PIPELINING\r\n" if line[:4] == b"EHLO" else b"250 ok\r\n"
-            )
-            writer.write(reply)
+            writer.write(ehlo_reply(pipelining) if line[:4] == b"EHLO" else b"250 ok\r\n")
 
     async def scenario() -> Outcome | transport.Stale:
         server = await asyncio.start_server(relay, "127.0.0.1", 0)
         async with server:
-            smtp = await session(server.sockets[0].getsockname()[1])
-            try:
-                return await transport.send_message(
-                    smtp, "shop@example.com", "a@example.org", MESSAGE
-                )
-            finally:
-                await transport.close(smtp)
+            return await ask(server.sockets[0].getsockname()[1])
 
     outcome = run(scenario())
     assert isinstance(outcome, RelayDown) and outcome.error_code == SMTP_CONNECTION_ERROR
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+@pytest.mark.parametrize("ending", ["close", "silence"])
+def test_content_sent_without_its_reply_is_an_unknown_outcome(
+    run: Run[Any], pipelining: bool, ending: str
+) -> None:
+    """354, the whole content, then the relay closes (or says nothing until the timeout):
+    it may have taken the message, so this is not RelayDown (which fails over)."""
+    received: list[bytes] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 flaky.test ESMTP\r\n")
+        while line := await reader.readline():
+            if line.upper().startswith(b"DATA"):
+                writer.write(b"354 go ahead\r\n")
+                received.append(await reader.readuntil(b"\r\n.\r\n"))
+                if ending == "silence":
+                    await reader.read()  # until the client gives up and leaves
+                writer.close()
+                return
+            writer.write(ehlo_reply(pipelining) if line[:4] == b"EHLO" else b"250 ok\r\n")
+
+    async def scenario() -> Outcome | transport.Stale:
+        server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        async with server:
+            return await ask(server.sockets[0].getsockname()[1], timeout=0.5)
+
+    outcome = run(scenario())
+    assert received == [content_for_data(MESSAGE)]
+    assert isinstance(outcome, UnknownOutcome), outcome
+    assert outcome.error_code == (SMTP_CONNECTION_ERROR if ending == "close" else SMTP_TIMEOUT)
+    assert "may have taken the message" in outcome.detail
+    assert not transport.session_usable(outcome)
 
 
 @pytest.mark.parametrize(

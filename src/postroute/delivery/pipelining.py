@@ -16,6 +16,7 @@ aiosmtplib is pinned: the subclass uses its protocol's buffer, reply waiter and 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import aiosmtplib
 from aiosmtplib.protocol import (
@@ -27,6 +28,14 @@ from aiosmtplib.protocol import (
 
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 MAX_BUFFERED = 8 * MAX_RESPONSE_LENGTH  # a group has at most five replies
+
+
+class Exchange(NamedTuple):
+    """What came of :meth:`PipeliningProtocol.exchange`."""
+
+    replies: list[aiosmtplib.SMTPResponse]  # the replies read, in order
+    error: Exception | None  # what ended the exchange early (session lost, timeout...)
+    content_sent: bool  # the content was written: the relay may have it, reply or not
 
 
 class PipeliningProtocol(SMTPProtocol):
@@ -48,19 +57,21 @@ class PipeliningProtocol(SMTPProtocol):
 
     async def exchange(
         self, commands: list[bytes], content: bytes | None, reply_timeout: float | None
-    ) -> tuple[list[aiosmtplib.SMTPResponse], Exception | None]:
+    ) -> Exchange:
         """Write ``commands`` (the last may be DATA) at once and read their replies in order.
         When every reply is a success and the last is 354, send ``content`` (as given to
         :func:`content_for_data`) and read its reply too.
 
-        Returns the replies read and the error that ended the exchange early (session
-        lost, timeout, malformed reply), if any: the replies tell what was accepted."""
+        Returns the replies read, the error that ended the exchange early (session lost,
+        timeout, malformed reply), if any, and whether the content was written: the
+        replies tell what was accepted."""
         if self._command_lock is None:
             raise aiosmtplib.SMTPServerDisconnected("Server not connected")
         for command in commands:
             if _CONTROL.search(command):
                 raise ValueError("SMTP command contains a control character")
         replies: list[aiosmtplib.SMTPResponse] = []
+        sent = False
         async with self._command_lock:
             self._pipelining = True
             try:
@@ -75,14 +86,15 @@ class PipeliningProtocol(SMTPProtocol):
                 ):
                     self._response_pending = True
                     self.write(content)
+                    sent = True
                     replies.append(await self._next_reply(reply_timeout))
                 if self._buffer:  # more than was asked for: the session is out of step
                     raise aiosmtplib.SMTPResponseException(-1, "unexpected data from the relay")
             except (aiosmtplib.SMTPException, OSError) as exc:
-                return replies, exc
+                return Exchange(replies, exc, sent)
             finally:
                 self._pipelining = False
-        return replies, None
+        return Exchange(replies, None, sent)
 
     async def _next_reply(self, reply_timeout: float | None) -> aiosmtplib.SMTPResponse:
         waiter = self._response_waiter
@@ -109,8 +121,17 @@ def content_for_data(data: bytes) -> bytes:
 
 def enable(smtp: aiosmtplib.SMTP) -> PipeliningProtocol | None:
     """The session's protocol, able to pipeline, when the relay offers PIPELINING."""
+    if not smtp.supports_extension("pipelining"):
+        return None
+    return upgrade(smtp)
+
+
+def upgrade(smtp: aiosmtplib.SMTP) -> PipeliningProtocol | None:
+    """The session's protocol with :meth:`~PipeliningProtocol.exchange` (None when the
+    session is closed). One command at a time is plain SMTP: a relay without PIPELINING
+    gets its DATA and content this way too, which tells whether the content went out."""
     protocol = smtp.protocol
-    if protocol is None or not smtp.supports_extension("pipelining"):
+    if protocol is None:
         return None
     if type(protocol) is SMTPProtocol and protocol.transport is not None:
         protocol.__class__ = PipeliningProtocol  # same layout: it only adds behaviour

@@ -20,7 +20,16 @@ from postroute import events
 from postroute.delivery import repository as repo
 from postroute.delivery.dispatch import Hold, InFlight
 from postroute.delivery.health import HealthBook
-from postroute.delivery.results import Bounced, Deferred, Outcome, RelayDown, Sent, reply_line
+from postroute.delivery.results import (
+    LEASE_LOST,
+    Bounced,
+    Deferred,
+    Outcome,
+    RelayDown,
+    Sent,
+    UnknownOutcome,
+    reply_line,
+)
 from postroute.delivery.retry import RetryPolicy
 from postroute.delivery.senders import POOL_DOWN, Report
 from postroute.kit import ids
@@ -63,39 +72,58 @@ def really_tried(fl: InFlight) -> list[Report]:
     ]
 
 
-def _kind(outcome: Outcome) -> str:
-    return {Sent: "sent", Bounced: "bounced", Deferred: "deferred"}.get(type(outcome), "relay_down")
+_KINDS: dict[type[object], str] = {Sent: "sent", Bounced: "bounced", Deferred: "deferred"}
+_KINDS[UnknownOutcome] = "unknown_outcome"  # (RelayDown and the rest: "relay_down")
+
+
+def _attempt(
+    fl: InFlight, number: int, pool_id: str | None, o: Outcome, span: tuple[datetime, datetime]
+) -> dict[str, Any]:
+    if isinstance(o, RelayDown | UnknownOutcome):
+        code = o.smtp_code if isinstance(o, RelayDown) else None
+        text, error = o.detail, o.error_code
+    else:
+        code, text, error = o.code, o.text, None
+    return {
+        "id": ids.new_id(ids.ATTEMPT),
+        "account_id": fl.claimed.account_id,
+        "message_id": fl.claimed.message_id,
+        "number": number,
+        "pool_id": pool_id,
+        "outcome": _KINDS.get(type(o), "relay_down"),
+        "reply_code": code,
+        "reply_text": text,
+        "error_code": error,
+        "started_at": span[0],
+        "finished_at": span[1],
+    }
+
+
+def add_lost(rows: Rows, fl: InFlight, when: datetime) -> None:
+    """Attempts lost with an expired lease (claimed more often than outcomes recorded):
+    ``unknown_outcome``, pool unknown, noticed ``when``; they may have been sent."""
+    lost = range(fl.envelope.attempts + 1, fl.claimed.attempts + 1)
+    if lost and fl.envelope.attempts == 0:  # the lost one was the first
+        rows.events.append(event_row(fl, events.PROCESSED, when, {"pool_id": None}))
+    for number in lost:
+        rows.attempts.append(_attempt(fl, number, None, LEASE_LOST, (when, when)))
 
 
 def add_outcome(rows: Rows, fl: InFlight, policy: RetryPolicy, max_age_until: datetime) -> None:
     """A message whose tries are over for this claim (sent, bounced, deferred, dropped)."""
     claimed, attempt = fl.claimed, fl.claimed.attempts + 1
     tried = really_tried(fl)
+    add_lost(rows, fl, tried[0].started_at)
     for report in fl.reports:
         rows.touched[report.job.pool_id] = report.finished_at
-        if report.job.reserved and not isinstance(report.outcome, Sent):
-            rows.refunds[report.job.pool_id] += 1
+        taken = isinstance(report.outcome, Sent | UnknownOutcome)  # (the relay may have it)
+        if taken != report.job.reserved:  # sent without a reservation, or reserved in vain
+            (rows.sent if taken else rows.refunds)[report.job.pool_id] += 1
     for report in tried:
-        o = report.outcome
-        rows.attempts.append(
-            {
-                "id": ids.new_id(ids.ATTEMPT),
-                "account_id": claimed.account_id,
-                "message_id": claimed.message_id,
-                "number": attempt,
-                "pool_id": report.job.pool_id,
-                "outcome": _kind(o),
-                "reply_code": o.smtp_code if isinstance(o, RelayDown) else o.code,
-                "reply_text": o.detail if isinstance(o, RelayDown) else o.text,
-                "error_code": o.error_code if isinstance(o, RelayDown) else None,
-                "started_at": report.started_at,
-                "finished_at": report.finished_at,
-            }
-        )
+        o, span = report.outcome, (report.started_at, report.finished_at)
+        rows.attempts.append(_attempt(fl, attempt, report.job.pool_id, o, span))
         if isinstance(o, Sent):
             rows.succeeded.add(report.job.pool_id)
-            if not report.job.reserved:
-                rows.sent[report.job.pool_id] += 1
     first, last = tried[0], tried[-1]
     outcome, pool_id, now = last.outcome, last.job.pool_id, last.finished_at
     if claimed.attempts == 0:
@@ -134,15 +162,17 @@ def add_outcome(rows: Rows, fl: InFlight, policy: RetryPolicy, max_age_until: da
         else:
             message.update(status=events.DEFERRED)
             data = {**base, "next_attempt_at": retry_at.isoformat()}
-            if isinstance(outcome, RelayDown):
+            if isinstance(outcome, RelayDown | UnknownOutcome):
                 data["error_code"] = outcome.error_code
             rows.events.append(event_row(fl, events.DEFERRED, now, data))
+            # the pool asked for; after an unknown outcome, the one that may have it
+            again = pool_id if isinstance(outcome, UnknownOutcome) else claimed.pool_id
             rows.rescheduled.append(
                 {
                     "message_id": claimed.message_id,
                     "next_attempt_at": retry_at,
                     "attempts": attempt,
-                    "pool_id": claimed.pool_id,  # the pool asked for, not the last one tried
+                    "pool_id": again,
                 }
             )
     rows.messages.append(message)
@@ -151,8 +181,10 @@ def add_outcome(rows: Rows, fl: InFlight, policy: RetryPolicy, max_age_until: da
 def add_hold(rows: Rows, fl: InFlight, hold: Hold, now: datetime, max_age_until: datetime) -> None:
     """No pool can take the message now: it waits, without using an attempt."""
     claimed = fl.claimed
+    add_lost(rows, fl, now)
     reply = f"{hold.error_code}: {hold.reason}"
     message: dict[str, Any] = {"id": claimed.message_id, "last_reply": reply, "updated_at": now}
+    message["attempts"] = claimed.attempts  # (more than recorded when a lease was lost)
     if fl.route_note:
         message["route_note"] = fl.route_note
     if hold.until > max_age_until:

@@ -55,7 +55,24 @@ class RelayDown:
     smtp_code: int | None = None
 
 
-Outcome = Sent | Deferred | Bounced | RelayDown
+@dataclass(frozen=True)
+class UnknownOutcome:
+    """The content went out and no reply to it came (the session was lost or timed out
+    after the end of data): the relay may have taken the message. It is retried later on
+    the same pool, never failed over, so that two upstreams do not both get it."""
+
+    error_code: str
+    detail: str
+
+
+Outcome = Sent | Deferred | Bounced | RelayDown | UnknownOutcome
+
+# An attempt whose worker stopped, or ran past its lease, before recording its outcome.
+LEASE_LOST = UnknownOutcome(
+    "lease_lost",
+    "the worker holding this message stopped before recording an outcome (its lease "
+    "expired, or it was stopped while sending); it may have been sent",
+)
 
 
 def reply_line(outcome: Outcome) -> str:
@@ -63,4 +80,6 @@ def reply_line(outcome: Outcome) -> str:
     if isinstance(outcome, RelayDown):
         prefix = f"{outcome.smtp_code} " if outcome.smtp_code else ""
         return f"{prefix}{outcome.error_code}: {outcome.detail}"
+    if isinstance(outcome, UnknownOutcome):
+        return f"{outcome.error_code}: {outcome.detail}"
     return f"{outcome.code} {outcome.text}"

@@ -9,7 +9,14 @@ import aiosmtplib
 from aiosmtplib.typing import SMTPStatus
 
 from postroute.delivery import pipelining
-from postroute.delivery.results import Bounced, Deferred, Outcome, RelayDown, Sent
+from postroute.delivery.results import (
+    Bounced,
+    Deferred,
+    Outcome,
+    RelayDown,
+    Sent,
+    UnknownOutcome,
+)
 from postroute.pools.errors import (
     SMTP_CONNECTION_ERROR,
     SMTP_RATE_LIMIT,
@@ -58,8 +65,9 @@ async def send_message(
     content as a second (RFC 2920): two round trips instead of five.
 
     A 421 anywhere, a dropped session or a timeout is trouble of the relay, not of the
-    message (``RelayDown``); the caller must then discard the session. ``STALE``: the
-    session was already unusable; nothing was sent.
+    message (``RelayDown``); the caller must then discard the session. Once the content
+    went out, a lost session or a timeout is ``UnknownOutcome`` instead: the relay may
+    have taken the message. ``STALE``: the session was already unusable; nothing was sent.
     """
     if reset and not smtp.is_connected:
         return STALE
@@ -75,7 +83,7 @@ async def send_message(
         rcpt = b"RCPT TO:<" + recipient.encode(encoding) + b">"
         commands = [b"RSET", mail, rcpt, b"DATA"] if reset else [mail, rcpt, b"DATA"]
         content = pipelining.content_for_data(data)
-        replies, error = await protocol.exchange(commands, content, smtp.timeout)
+        replies, error, content_sent = await protocol.exchange(commands, content, smtp.timeout)
         if reset:
             # RSET refused (or no reply at all): the group's content was not sent, as it
             # goes only after replies below 400 to every command.
@@ -83,38 +91,58 @@ async def send_message(
                 smtp.close()
                 return STALE
             replies = replies[1:]
-        return _pipelined_outcome(smtp, replies, error)
+        return _outcome(smtp, replies, error, content_sent)
     if reset and not await _rset(smtp):
         return STALE
-    try:
-        await smtp.mail(sender, options=options, encoding=encoding)
-        await smtp.rcpt(recipient, encoding=encoding)
-        reply = await smtp.data(data)
+    try:  # one command at a time; DATA and the content as exchange() sends them
+        accepted = [
+            await smtp.mail(sender, options=options, encoding=encoding),
+            await smtp.rcpt(recipient, encoding=encoding),
+        ]
+        protocol = pipelining.upgrade(smtp)
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        content = pipelining.content_for_data(data)
+        replies, error, content_sent = await protocol.exchange([b"DATA"], content, smtp.timeout)
     except Exception as exc:  # mapped: trouble of the relay, or a reply about this message
         return _from_error(exc)
-    return Sent(reply.code, reply.message)
+    return _outcome(smtp, accepted + replies, error, content_sent)
 
 
-def _pipelined_outcome(
-    smtp: aiosmtplib.SMTP, replies: list[aiosmtplib.SMTPResponse], error: Exception | None
+def _outcome(
+    smtp: aiosmtplib.SMTP,
+    replies: list[aiosmtplib.SMTPResponse],
+    error: Exception | None,
+    content_sent: bool,
 ) -> Outcome:
     """MAIL, RCPT, DATA (and the content's) replies: the first failure decides.
 
     A session whose exchange ended early, or that a relay left waiting for content after
     a refused MAIL or RCPT (354 all the same), is closed here: the next job finds it
-    closed and opens another."""
+    closed and opens another. Content sent without a reply to it is ``UnknownOutcome``."""
     data_mode = len(replies) == 3 and replies[2].code == SMTPStatus.start_input
     if error is not None or data_mode:
         smtp.close()
     for i, reply in enumerate(replies[:3]):  # MAIL, RCPT, DATA
         if reply.code >= 400 or (i == 2 and reply.code != SMTPStatus.start_input):
             return _from_reply(reply.code, reply.message)
-    if error is not None or len(replies) < 4:
-        return _from_error(error or aiosmtplib.SMTPServerDisconnected("no reply to DATA"))
-    final = replies[3]
+    if len(replies) < 4:
+        lost = error or aiosmtplib.SMTPServerDisconnected("no reply to DATA")
+        return _unknown(lost) if content_sent else _from_error(lost)
+    final = replies[3]  # the content's reply decides, even if the session failed after it
     if final.code != SMTPStatus.completed:
         return _from_reply(final.code, final.message)
     return Sent(final.code, final.message)
+
+
+def _unknown(exc: BaseException) -> UnknownOutcome:
+    """The content went out and its reply never came: the relay may have the message."""
+    may = "the relay may have taken the message"
+    if isinstance(exc, (aiosmtplib.SMTPTimeoutError, TimeoutError)):
+        return UnknownOutcome(SMTP_TIMEOUT, f"no reply to the end of data in time; {may}")
+    text = str(exc).strip() or type(exc).__name__
+    detail = f"session lost after the content was sent, before the relay's reply ({text}); {may}"
+    return UnknownOutcome(SMTP_CONNECTION_ERROR, detail)
 
 
 def _from_error(exc: BaseException) -> Outcome:
@@ -161,8 +189,8 @@ def _from_reply(code: int, text: str) -> Outcome:
 
 
 def session_usable(outcome: Outcome) -> bool:
-    """After a RelayDown the session is in an unknown state: close it."""
-    return not isinstance(outcome, RelayDown)
+    """After a RelayDown or an UnknownOutcome the session is in an unknown state: close it."""
+    return not isinstance(outcome, RelayDown | UnknownOutcome)
 
 
 async def _rset(smtp: aiosmtplib.SMTP) -> bool:

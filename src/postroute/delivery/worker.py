@@ -4,7 +4,9 @@ Loop: claim up to ``capacity - in flight`` rows (leases) and, in the same transa
 load their envelopes and content, take today's daily-limit slots, and decide per
 message (``dispatch.pick``): a pool's sender takes it, or it waits (pool down, daily
 limit reached, rate backlog full) without using an attempt. Relay-level trouble moves
-a message to its next candidate pool. A recorder task writes outcomes in batches.
+a message to its next candidate pool, unless its content went out without a reply
+(``UnknownOutcome``: retried later on that pool). A recorder task writes outcomes in
+batches.
 ``drain()`` works until nothing is due (tests); ``stop()`` stops claiming, gives back
 jobs not started and lets running ones finish.
 """
@@ -36,7 +38,7 @@ from postroute.delivery.limits import (
 )
 from postroute.delivery.pacing import Pacer, windows_for
 from postroute.delivery.probes import Prober
-from postroute.delivery.results import RelayDown, Sent
+from postroute.delivery.results import RelayDown, Sent, UnknownOutcome
 from postroute.delivery.retry import RetryPolicy
 from postroute.delivery.routing import PoolDirectory
 from postroute.delivery.senders import POOL_DOWN, Job, PoolSender, Report, SenderDeps
@@ -137,11 +139,12 @@ class Worker:
         except Exception:  # e.g. a failed fsync: what is not written is left to its lease
             log.exception("stopping: recording outcomes failed")
         await self.close()
-        # Released: those not sent. A finished one keeps its lease until its outcome is
+        # Released: those cut off while being sent, due at once but counted as an attempt
+        # that may have been sent. A finished one keeps its lease until its outcome is
         # written: if that fails, it is sent again only once the lease expires.
         finished = {fl.claimed.message_id for fl in self._finished}
         try:
-            await self._release([m for m in self._inflight if m not in finished])
+            await self._release([m for m in self._inflight if m not in finished], cut_off=True)
             await self._flush()
         except Exception:
             log.exception("stopping: outcomes not written; sent again once their leases expire")
@@ -291,7 +294,7 @@ class Worker:
         if isinstance(outcome, Sent):
             self.health.success(pool_id, now)
             self.health.recover(pool_id, configured, now)
-        elif isinstance(outcome, RelayDown):
+        elif isinstance(outcome, RelayDown | UnknownOutcome):
             if outcome.error_code == SMTP_RATE_LIMIT:
                 rate = self.health.throttled(pool_id, configured, now)
                 log.warning("pool %s throttles us: effective rate now %.2f/s", pool_id, rate)
@@ -301,7 +304,9 @@ class Worker:
                 log.warning(
                     "pool %s is down after repeated failures: %s", pool_id, outcome.error_code
                 )
-            if fl.untried():
+            # Content sent without a reply (UnknownOutcome): the relay may have it, so no
+            # other pool gets it now; it is retried later on this one.
+            if isinstance(outcome, RelayDown) and fl.untried():
                 task = asyncio.create_task(self._fail_over(fl))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -438,11 +443,11 @@ class Worker:
             for pool_id, count in unused.items():
                 await pools_repo.add_usage(session, pool_id, now.date(), sent=-count)
 
-    async def _release(self, ids: list[str]) -> None:
+    async def _release(self, ids: list[str], *, cut_off: bool = False) -> None:
         if not ids:
             return
         async with transaction(self.rt.sessions) as session:
-            await repo.release(session, self.owner, ids, self.rt.clock.now())
+            await repo.release(session, self.owner, ids, self.rt.clock.now(), cut_off=cut_off)
         for message_id in ids:
             self._inflight.pop(message_id, None)
 

@@ -97,7 +97,8 @@ class DeliveryAttempt(Base):
     )
     number: Mapped[int]
     pool_id: Mapped[str | None] = mapped_column(sa.String(40))
-    outcome: Mapped[str] = mapped_column(sa.String(12))  # sent | deferred | bounced | relay_down
+    # sent | deferred | bounced | relay_down | unknown_outcome (the relay may have taken it)
+    outcome: Mapped[str] = mapped_column(sa.String(16))
     reply_code: Mapped[int | None]
     reply_text: Mapped[str | None] = mapped_column(sa.Text)
     error_code: Mapped[str | None] = mapped_column(sa.String(40))

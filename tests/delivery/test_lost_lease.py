@@ -6,6 +6,7 @@ through the writer thread (``SqliteWriter``), whose row-count guard must roll it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -129,7 +130,8 @@ async def test_a_lost_lease_writes_nothing_of_the_outcome(
     assert detail["relay_queue_id"] is None
     assert [e["type"] for e in detail["events"]] == ["queued"]
     assert detail["delivery_attempts"] == []
-    assert await delivery_rows(runtime, sent["id"]) == [("leased", OTHER, 0)]
+    # the new owner counts the attempt in flight when it took the lease (and records it)
+    assert await delivery_rows(runtime, sent["id"]) == [("leased", OTHER, 1)]
 
 
 async def test_a_lease_still_held_writes_the_outcome(
@@ -165,3 +167,128 @@ async def test_a_lease_still_held_writes_the_outcome(
     assert await delivery_rows(runtime, sent["id"]) == []
     pools = (await client.get("/v1/smtp-pools", headers=tenant.headers)).json()["data"]
     assert pools[0]["usage"]["sent_today"] == 2
+
+
+# -- the attempt of a worker that stopped is recorded by the next one ---------------------
+
+
+async def stopped_while_sending(relay: RecordingRelay, runtime: Runtime) -> None:
+    """A worker sends the message (the relay takes it) and stops before writing anything,
+    as after ``kill -9``: its lease is left to expire."""
+    crashed = Worker(runtime, owner="crashed-worker")
+    crashed.lease = LEASE
+    held = HeldData()
+    relay.script(data=held)
+    drain = asyncio.create_task(crashed.drain())
+    try:
+        assert await asyncio.to_thread(held.entered.wait, 10), "DATA never reached the relay"
+        drain.cancel()  # nothing of this worker records anything from now on
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+    finally:
+        held.release.set()
+    await crashed.close()
+    relay.script(data=[])
+
+
+def tries(detail: dict[str, Any]) -> list[tuple[Any, ...]]:
+    keys = ("number", "pool_id", "outcome", "error_code")
+    return [tuple(t[k] for k in keys) for t in detail["delivery_attempts"]]
+
+
+@pytest.mark.parametrize("writer_path", [True, False], ids=["writer", "transaction"])
+async def test_an_expired_lease_records_the_attempt_it_had_in_flight(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    runtime: Runtime,
+    worker: Worker,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    writer_path: bool,
+) -> None:
+    """On SQLite the outcome goes through the writer thread (``unit_for``) once the pool's
+    health row is fresh, else through an ordinary transaction (``write``): same rows."""
+    pool = await add_pool(client, tenant, relay.port)
+    if writer_path:
+        await warm_up(client, tenant, worker)
+    writes = spy_on_writer(runtime, monkeypatch)
+    (sent,) = (await send(client, tenant))["messages"]
+    await stopped_while_sending(relay, runtime)
+    first = len(relay.wait_for(1 + writer_path))
+
+    clock.advance(LEASE.total_seconds() + 1)
+    await worker.drain()
+
+    assert len(relay.wait_for(first + 1)) == first + 1  # sent twice: both in the history
+    if BACKEND == "sqlite":
+        assert writes == ([True] if writer_path else [])
+    detail = await message(client, tenant, sent["id"])
+    assert detail["status"] == "sent" and detail["attempts"] == 2
+    assert tries(detail) == [
+        (1, None, "unknown_outcome", "lease_lost"),
+        (2, pool["id"], "sent", None),
+    ]
+    lost = detail["delivery_attempts"][0]["reply_text"]
+    assert "stopped before recording an outcome" in lost and "may have been sent" in lost
+    assert [e["type"] for e in detail["events"]] == ["queued", "processed", "sent"]
+    assert await delivery_rows(runtime, sent["id"]) == []
+
+
+async def test_an_expired_lease_is_recorded_when_the_message_must_wait(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    runtime: Runtime,
+    worker: Worker,
+    clock: FakeClock,
+) -> None:
+    pool = await add_pool(client, tenant, relay.port)
+    (sent,) = (await send(client, tenant))["messages"]
+    await stopped_while_sending(relay, runtime)
+    body = {"is_active": False}  # no pool can take it: it waits, without an attempt
+    reply = await client.patch(f"/v1/smtp-pools/{pool['id']}", json=body, headers=tenant.headers)
+    assert reply.status_code == 200, reply.text
+
+    clock.advance(LEASE.total_seconds() + 1)
+    await worker.drain()
+
+    detail = await message(client, tenant, sent["id"])
+    assert detail["status"] == "deferred" and detail["attempts"] == 1
+    assert tries(detail) == [(1, None, "unknown_outcome", "lease_lost")]
+    assert [e["type"] for e in detail["events"]] == ["queued", "processed", "deferred"]
+    assert await delivery_rows(runtime, sent["id"]) == [("queued", None, 1)]
+
+
+async def test_a_send_cut_off_by_stop_is_recorded_by_the_next_worker(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    runtime: Runtime,
+    worker: Worker,
+) -> None:
+    """``stop()`` whose grace period ends while a message is being sent: the message is
+    due again at once, and the next worker records the attempt that may have been sent."""
+    pool = await add_pool(client, tenant, relay.port)
+    (sent,) = (await send(client, tenant))["messages"]
+    stopping = Worker(runtime, owner="stopping-worker")
+    held = HeldData()
+    relay.script(data=held)
+    running = asyncio.create_task(stopping.run())
+    try:
+        assert await asyncio.to_thread(held.entered.wait, 10), "DATA never reached the relay"
+        await stopping.stop(grace=0.1)
+        await asyncio.wait_for(running, 10)
+    finally:
+        held.release.set()
+    relay.script(data=[])
+
+    await worker.drain()
+
+    assert len(relay.wait_for(2)) == 2
+    detail = await message(client, tenant, sent["id"])
+    assert detail["status"] == "sent"
+    assert tries(detail) == [
+        (1, None, "unknown_outcome", "lease_lost"),
+        (2, pool["id"], "sent", None),
+    ]

@@ -31,7 +31,7 @@ class Claimed:
     message_id: str
     account_id: str
     pool_id: str | None
-    attempts: int
+    attempts: int  # attempts made, counting those lost with an expired lease
     created_at: datetime
 
 
@@ -39,6 +39,11 @@ async def claim(
     session: AsyncSession, owner: str, now: datetime, lease: timedelta, limit: int
 ) -> list[Claimed]:
     """Lease up to ``limit`` due rows. An expired lease is due again (next_attempt_at = expiry).
+
+    A row still ``leased`` when it is claimed is one whose worker stopped (or ran past
+    its lease) before recording an outcome: the attempt it had in flight counts
+    (``attempts`` + 1), and the message's own ``attempts`` stays behind until the
+    worker records that lost attempt with the next outcome (see ``Envelope.attempts``).
 
     PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets many workers claim side by side. SQLite
     renders no FOR UPDATE; its write lock (BEGIN IMMEDIATE) serialises claimers instead.
@@ -54,7 +59,13 @@ async def claim(
     stmt = (
         sa.update(Delivery)
         .where(Delivery.message_id.in_(due.scalar_subquery()))
-        .values(state=LEASED, lease_owner=owner, lease_expires_at=expires, next_attempt_at=expires)
+        .values(
+            state=LEASED,
+            lease_owner=owner,
+            lease_expires_at=expires,
+            next_attempt_at=expires,
+            attempts=Delivery.attempts + sa.case((Delivery.state == LEASED, 1), else_=0),
+        )
         .returning(
             Delivery.message_id,
             Delivery.account_id,
@@ -78,6 +89,7 @@ class Envelope:
     from_email: str
     to_email: str
     message_id_header: str
+    attempts: int  # attempts recorded; fewer than the claim's when a lease was lost
 
 
 async def load_envelopes(session: AsyncSession, ids: Sequence[str]) -> dict[str, Envelope]:
@@ -88,6 +100,7 @@ async def load_envelopes(session: AsyncSession, ids: Sequence[str]) -> dict[str,
         Message.from_email,
         Message.to_email,
         Message.message_id_header,
+        Message.attempts,
     ).where(Message.id.in_(ids))
     return {r[0]: Envelope(*r) for r in (await session.execute(stmt)).all()}
 
@@ -120,13 +133,18 @@ async def reschedule(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> N
     await update_by_key(session, table_of(Delivery), "message_id", values)
 
 
-async def release(session: AsyncSession, owner: str, ids: Sequence[str], now: datetime) -> None:
-    """Give rows back untouched (shutdown): due at once, for any worker."""
+async def release(
+    session: AsyncSession, owner: str, ids: Sequence[str], now: datetime, *, cut_off: bool = False
+) -> None:
+    """Give rows back untouched (shutdown): due at once, for any worker. ``cut_off``: their
+    sending was interrupted, so they stay ``leased``: the next claim counts the attempt
+    that may have been sent, as for an expired lease."""
     if ids:
+        state = LEASED if cut_off else QUEUED
         stmt = (
             sa.update(Delivery)
             .where(Delivery.message_id.in_(ids), Delivery.lease_owner == owner)
-            .values(state=QUEUED, lease_owner=None, lease_expires_at=None, next_attempt_at=now)
+            .values(state=state, lease_owner=None, lease_expires_at=None, next_attempt_at=now)
             .execution_options(synchronize_session=False)
         )
         await session.execute(stmt)

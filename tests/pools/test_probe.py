@@ -17,7 +17,9 @@ import aiosmtplib
 import pytest
 import trustme
 
-from postroute.pools.errors import (
+from postroute.pools.probe import TEST_SUBJECT, ProbeResult, probe
+from postroute.relay.config import ClientOptions, RelayConfig
+from postroute.relay.errors import (
     SMTP_AUTH_ERROR,
     SMTP_CONNECTION_ERROR,
     SMTP_RATE_LIMIT,
@@ -25,9 +27,7 @@ from postroute.pools.errors import (
     SMTP_TIMEOUT,
     SMTP_TLS_ERROR,
 )
-from postroute.pools.probe import TEST_SUBJECT, ProbeResult, probe
-from postroute.pools.relay_config import ClientOptions, RelayConfig
-from postroute.pools.smtp_client import RelayError, classify, open_session
+from postroute.relay.session import RelayError, classify, open_session
 from tests.delivery.conftest import EchoingRelay, secret_forms
 from tests.support.fixtures import (  # noqa: F401
     RelayCA,

@@ -14,7 +14,7 @@ from postroute.config import Settings
 from postroute.db import SessionFactory, create_engine, session_factory
 from postroute.kit.clock import Clock, SystemClock
 from postroute.kit.crypto import SecretBox
-from postroute.pools.relay_config import ClientOptions
+from postroute.relay.config import ClientOptions
 from postroute.sqlite_writer import SqliteWriter
 
 

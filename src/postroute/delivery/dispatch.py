@@ -14,7 +14,7 @@ from postroute.delivery.health import HealthBook
 from postroute.delivery.repository import Claimed, Envelope
 from postroute.delivery.senders import POOL_DOWN, Report
 from postroute.models import SmtpPool
-from postroute.pools.errors import SMTP_RATE_LIMIT
+from postroute.relay.errors import SMTP_RATE_LIMIT
 
 BACKLOG_SECONDS = 5.0
 # a rate-limited pool gets at most BACKLOG_SECONDS of work queued; a pool due for its

@@ -20,7 +20,13 @@ from postroute import events
 from postroute.delivery import repository as repo
 from postroute.delivery.dispatch import Hold, InFlight
 from postroute.delivery.health import HealthBook
-from postroute.delivery.results import (
+from postroute.delivery.retry import RetryPolicy
+from postroute.delivery.senders import POOL_DOWN, Report
+from postroute.kit import ids
+from postroute.models import DeliveryAttempt, Message, MessageEvent
+from postroute.models.base import table_of
+from postroute.pools import repository as pools_repo
+from postroute.relay.results import (
     LEASE_LOST,
     Bounced,
     Deferred,
@@ -30,12 +36,6 @@ from postroute.delivery.results import (
     UnknownOutcome,
     reply_line,
 )
-from postroute.delivery.retry import RetryPolicy
-from postroute.delivery.senders import POOL_DOWN, Report
-from postroute.kit import ids
-from postroute.models import DeliveryAttempt, Message, MessageEvent
-from postroute.models.base import table_of
-from postroute.pools import repository as pools_repo
 from postroute.sqlite_unit import Unit
 
 

@@ -16,7 +16,7 @@ from postroute.kit.crypto import SecretBox
 from postroute.models import SmtpPool
 from postroute.pools import repository as pools_repo
 from postroute.pools import service as pools
-from postroute.pools.relay_config import RelayConfig
+from postroute.relay.config import RelayConfig
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from postroute.delivery import transport
 from postroute.delivery.limits import ConnectionSlots
 from postroute.delivery.pacing import Pacer
-from postroute.delivery.results import Outcome, RelayDown
 from postroute.kit.clock import Clock
-from postroute.pools.relay_config import ClientOptions, RelayConfig
-from postroute.pools.smtp_client import RelayError, RelaySession, open_session
+from postroute.relay import transport
+from postroute.relay.config import ClientOptions, RelayConfig
+from postroute.relay.results import Outcome, RelayDown
+from postroute.relay.session import RelayError, RelaySession, open_session
 
 log = logging.getLogger("postroute.delivery")
 SLOT_POLL = 0.05

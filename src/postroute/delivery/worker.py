@@ -38,13 +38,13 @@ from postroute.delivery.limits import (
 )
 from postroute.delivery.pacing import Pacer, windows_for
 from postroute.delivery.probes import Prober
-from postroute.delivery.results import RelayDown, Sent, UnknownOutcome
 from postroute.delivery.retry import RetryPolicy
 from postroute.delivery.routing import PoolDirectory
 from postroute.delivery.senders import POOL_DOWN, Job, PoolSender, Report, SenderDeps
 from postroute.messages.prepare import prepared_mime
 from postroute.pools import repository as pools_repo
-from postroute.pools.errors import SMTP_RATE_LIMIT
+from postroute.relay.errors import SMTP_RATE_LIMIT
+from postroute.relay.results import RelayDown, Sent, UnknownOutcome
 
 log = logging.getLogger("postroute.delivery")
 HELD = 4  # claimed messages per worker at most, in batches (being sent or to be written)

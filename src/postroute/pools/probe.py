@@ -10,9 +10,9 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
-from postroute.pools.errors import SMTP_RATE_LIMIT, SMTP_REJECTED
-from postroute.pools.relay_config import ClientOptions, RelayConfig
-from postroute.pools.smtp_client import RelayError, classify, open_session
+from postroute.relay.config import ClientOptions, RelayConfig
+from postroute.relay.errors import SMTP_RATE_LIMIT, SMTP_REJECTED
+from postroute.relay.session import RelayError, classify, open_session
 
 DEFAULT_SENDER = "postroute-test@localhost"
 TEST_SUBJECT = "Postroute SMTP pool test"

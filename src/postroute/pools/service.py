@@ -12,10 +12,8 @@ from postroute.kit import ids
 from postroute.kit.clock import Clock
 from postroute.kit.crypto import SecretBox
 from postroute.models import PoolDailyUsage, SmtpPool
-from postroute.pools import errors as relay_errors
 from postroute.pools import repository as repo
 from postroute.pools.probe import ProbeResult
-from postroute.pools.relay_config import RelayConfig
 from postroute.pools.schemas import (
     PoolCreate,
     PoolHealth,
@@ -24,6 +22,8 @@ from postroute.pools.schemas import (
     PoolUsage,
     RateLimit,
 )
+from postroute.relay import errors as relay_errors
+from postroute.relay.config import RelayConfig
 
 # Failures of the relay itself (not of one message or recipient).
 _RELAY_TROUBLE = frozenset(

@@ -11,7 +11,8 @@ from functools import lru_cache
 
 import aiosmtplib
 
-from postroute.pools.errors import (
+from postroute.relay.config import ClientOptions, RelayConfig
+from postroute.relay.errors import (
     SMTP_AUTH_ERROR,
     SMTP_CONNECTION_ERROR,
     SMTP_RATE_LIMIT,
@@ -19,7 +20,6 @@ from postroute.pools.errors import (
     SMTP_TIMEOUT,
     SMTP_TLS_ERROR,
 )
-from postroute.pools.relay_config import ClientOptions, RelayConfig
 
 ENCRYPTIONS = frozenset({"tls", "ssl", "none"})
 

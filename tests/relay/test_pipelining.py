@@ -16,9 +16,16 @@ import pytest
 import uvloop
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-from postroute.delivery import transport
-from postroute.delivery.pipelining import content_for_data
-from postroute.delivery.results import (
+from postroute.relay import transport
+from postroute.relay.config import ClientOptions, RelayConfig
+from postroute.relay.errors import (
+    SMTP_CONNECTION_ERROR,
+    SMTP_RATE_LIMIT,
+    SMTP_REJECTED,
+    SMTP_TIMEOUT,
+)
+from postroute.relay.pipelining import content_for_data
+from postroute.relay.results import (
     Bounced,
     Deferred,
     Outcome,
@@ -26,14 +33,7 @@ from postroute.delivery.results import (
     Sent,
     UnknownOutcome,
 )
-from postroute.pools.errors import (
-    SMTP_CONNECTION_ERROR,
-    SMTP_RATE_LIMIT,
-    SMTP_REJECTED,
-    SMTP_TIMEOUT,
-)
-from postroute.pools.relay_config import ClientOptions, RelayConfig
-from postroute.pools.smtp_client import RelaySession, open_session
+from postroute.relay.session import RelaySession, open_session
 from tests.support.fixtures import RelayFactory
 from tests.support.relay import RecordingRelay
 

@@ -8,8 +8,14 @@ from typing import overload
 import aiosmtplib
 from aiosmtplib.typing import SMTPStatus
 
-from postroute.delivery import pipelining
-from postroute.delivery.results import (
+from postroute.relay import pipelining
+from postroute.relay.errors import (
+    SMTP_CONNECTION_ERROR,
+    SMTP_RATE_LIMIT,
+    SMTP_REJECTED,
+    SMTP_TIMEOUT,
+)
+from postroute.relay.results import (
     Bounced,
     Deferred,
     Outcome,
@@ -17,13 +23,7 @@ from postroute.delivery.results import (
     Sent,
     UnknownOutcome,
 )
-from postroute.pools.errors import (
-    SMTP_CONNECTION_ERROR,
-    SMTP_RATE_LIMIT,
-    SMTP_REJECTED,
-    SMTP_TIMEOUT,
-)
-from postroute.pools.smtp_client import RelaySession, reply_error_code
+from postroute.relay.session import RelaySession, reply_error_code
 
 SERVICE_CLOSING = 421
 # Characters that have no place in a path: such an address goes through aiosmtplib's own

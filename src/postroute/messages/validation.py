@@ -25,6 +25,8 @@ from functools import lru_cache
 from typing import Any, NoReturn, Protocol
 
 from email_validator import EmailNotValidError, validate_email
+from pydantic import GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError, core_schema
 
 
@@ -74,6 +76,56 @@ HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext: printable 
 _CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 _CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+")  # atext, '.' and '@'
 _NAME_ADDR = re.compile(r"(?s)(?P<name>.*?)\s*<(?P<addr>[^<>]*)>")
+# C0 controls but tab, and DEL: in a header the email package (and many readers) take
+# some of them (VT, FF, FS, GS, RS) for line breaks, so none may reach one raw.
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# The same rule for the OpenAPI document (an ECMA 262 pattern).
+NO_CONTROL_PATTERN = r"^[^\u0000-\u0008\u000a-\u001f\u007f]*$"
+
+
+class JsonSchemaExtra:
+    """Keywords added to a type's JSON schema (``pattern``, ``maxLength``...) where a
+    validator of ours does the check, for its clearer message."""
+
+    def __init__(self, **extra: Any) -> None:
+        self.extra = extra
+
+    def __get_pydantic_json_schema__(
+        self, core: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(core), **self.extra}
+
+
+NO_CONTROL = JsonSchemaExtra(pattern=NO_CONTROL_PATTERN)
+# Not blank either: one character that is neither a control nor white space (what
+# ``str.strip`` removes). Classes spelt out: ``\s`` and ``\w`` differ between ECMA and Python.
+_C = r"\u0000-\u0008\u000a-\u001f\u007f"
+_W = r" \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TEXT_PATTERN = f"^[^{_C}]*[^{_C}{_W}][^{_C}]*$"
+TEXT = JsonSchemaExtra(pattern=TEXT_PATTERN)
+
+
+# Somewhere a character that is not white space (a body that is not blank).
+NOT_BLANK_PATTERN = r"[^\t\n\u000b\u000c\r\u001c-\u001f" + _W + "]"
+
+
+def text(max_length: int) -> JsonSchemaExtra:
+    """Schema of a short one-line text (tag, filename, pool...): not blank, ``max_length``."""
+    return JsonSchemaExtra(**TEXT.extra, maxLength=max_length)
+
+
+def one_line_map(keys: dict[str, Any]) -> dict[str, Any]:
+    """Schema of a map of one-line strings whose keys follow ``keys``."""
+    values = {"type": "string", "pattern": NO_CONTROL_PATTERN}
+    return {"type": "object", "propertyNames": keys, "additionalProperties": values}
+
+
+HEADER_NAME_PATTERN = r"^[\u0021-\u0039\u003b-\u007e]+$"
+HEADER_NAME_SCHEMA = JsonSchemaExtra(pattern=HEADER_NAME_PATTERN)
+_MIME_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+_COMPOSITE = r"(?:[Mm][Uu][Ll][Tt][Ii][Pp][Aa][Rr][Tt]|[Mm][Ee][Ss][Ss][Aa][Gg][Ee])/"
+CONTENT_TYPE_SCHEMA = JsonSchemaExtra(pattern=f"^(?!{_COMPOSITE}){_MIME_NAME}/{_MIME_NAME}$")
+CONTENT_ID_SCHEMA = JsonSchemaExtra(pattern=r"^<?[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+>?$")
 
 
 def _fail(code: str, message: str) -> NoReturn:
@@ -100,9 +152,13 @@ def body_text(value: str) -> str:
 
 
 def single_line(value: str) -> str:
-    """No CR, LF or NUL: nothing that ends up in a header may start a new one."""
-    if "\r" in value or "\n" in value or "\x00" in value:
-        _fail("line_break", "must not contain line breaks (CR, LF) or NUL characters")
+    """No CR, LF, NUL or other control character (tab aside): nothing that ends up in a
+    header may start a new one."""
+    if (found := CONTROL.search(value)) is not None:
+        if found[0] in "\r\n\x00":
+            _fail("line_break", "must not contain line breaks (CR, LF) or NUL characters")
+        code = f"U+{ord(found[0]):04X}"
+        _fail("control_character", f"must not contain control characters ({code}); tab is allowed")
     return body_text(value)
 
 
@@ -128,6 +184,11 @@ def tag(value: str) -> str:
 def metadata_key(value: str) -> str:
     _short(value, "metadata key", MAX_METADATA_KEY_LENGTH)
     return value
+
+
+def metadata_value(value: str) -> str:
+    """One line: metadata also travels in headers (``X-Postroute-Metadata-*``)."""
+    return single_line(value)
 
 
 def pool_ref(value: str) -> str:

@@ -295,3 +295,65 @@ async def test_connection_test_bad_recipient_is_422(
     )
     assert reply.status_code == 422
     assert reply.json()["error"]["details"][0]["field"] == "recipient"
+
+
+# -- limits of the database and of mail headers --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("over", "field"),
+    [
+        ({"daily_limit": 2**31}, "daily_limit"),  # INTEGER on PostgreSQL
+        ({"daily_limit": 2**63}, "daily_limit"),  # INTEGER on SQLite
+        ({"daily_limit": 10**30}, "daily_limit"),
+        ({"name": "a\x0bb"}, "name"),
+        ({"name": "nul\x00"}, "name"),
+        ({"username": "user\x00x", "password": "p"}, "username"),
+        ({"password": "Zq9\x00k7"}, "password"),
+        ({"password": "Zq9\x1fk7"}, "password"),
+    ],
+)
+async def test_out_of_range_or_control_characters_are_422(
+    client: httpx.AsyncClient, tenant: Tenant, over: dict[str, Any], field: str
+) -> None:
+    reply = await client.post("/v1/smtp-pools", json=pool_body(**over), headers=tenant.headers)
+    assert reply.status_code == 422, reply.text
+    assert field in [d["field"] for d in reply.json()["error"]["details"]]
+    assert "Zq9" not in reply.text and SECRET not in reply.text  # no password echoed
+    pool = await create(client, tenant)
+    patched = await client.patch(f"/v1/smtp-pools/{pool['id']}", json=over, headers=tenant.headers)
+    assert patched.status_code == 422, patched.text
+
+
+async def test_daily_limit_holds_in_32_bits(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    pool = await create(client, tenant, daily_limit=2**31 - 1)
+    got = await client.get(f"/v1/smtp-pools/{pool['id']}", headers=tenant.headers)
+    assert got.json()["daily_limit"] == 2**31 - 1
+    assert got.json()["usage"]["remaining_today"] == 2**31 - 1
+    url, over = f"/v1/smtp-pools/{pool['id']}", {"daily_limit": 2**31}
+    reply = await client.patch(url, json=over, headers=tenant.headers)
+    assert reply.status_code == 422
+    assert reply.json()["error"]["details"][0]["message"] == (
+        "Input should be less than or equal to 2147483647"
+    )
+
+
+async def test_patch_takes_only_fields_of_a_pool(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    pool = await create(client, tenant)
+    reply = await client.patch(
+        f"/v1/smtp-pools/{pool['id']}", json={"NULLABLE": ["host"]}, headers=tenant.headers
+    )
+    assert reply.status_code == 422
+    assert [d["field"] for d in reply.json()["error"]["details"]] == ["NULLABLE"]
+
+
+@pytest.mark.parametrize("pool_id", ["smtp%00", "%C3%A9", "x" * 65])
+async def test_ids_that_cannot_be_ids_are_422(
+    client: httpx.AsyncClient, tenant: Tenant, pool_id: str
+) -> None:
+    url = f"/v1/smtp-pools/{pool_id}"
+    for method in ("GET", "PATCH", "DELETE"):
+        kwargs: dict[str, Any] = {"json": {"port": 25}} if method == "PATCH" else {}
+        reply = await client.request(method, url, headers=tenant.headers, **kwargs)
+        assert reply.status_code == 422, (method, reply.text)
+        assert [d["field"] for d in reply.json()["error"]["details"]] == ["pool_id"]

@@ -3,37 +3,58 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, status
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Response, status
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from postroute.accounts import ip_credentials as service
 from postroute.api.deps import AccountDep, RuntimeDep, SessionDep
+from postroute.api.errors import responses
+from postroute.api.params import object_id
+from postroute.api.routing import JsonRoute
+from postroute.messages import validation as v
 
-router = APIRouter(prefix="/v1/ip-credentials", tags=["ip-credentials"])
+router = APIRouter(prefix="/v1/ip-credentials", tags=["ip-credentials"], route_class=JsonRoute)
+CredentialId = Annotated[str, object_id("IP credential", "ipc_0123456789ABCDEFGHIJKLMNOP")]
+Line = Annotated[str, AfterValidator(v.single_line), v.NO_CONTROL]
 
 
 class IpCredentialCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    cidr: str = Field(
-        min_length=1, max_length=64, description="A network (10.0.0.0/24) or one address."
+    cidr: Annotated[str, v.JsonSchemaExtra(pattern=r"^[0-9A-Fa-f.:/ ]+$")] = Field(
+        min_length=1,
+        max_length=64,
+        description="A network (`10.0.0.0/24`, `2001:db8::/32`) or one address; host bits "
+        "must be zero. IPv4-mapped IPv6 networks are given as IPv4.",
+        examples=["10.0.0.0/24"],
     )
-    description: str = Field(default="", max_length=service.MAX_DESCRIPTION)
+    description: Line = Field(
+        default="",
+        max_length=service.MAX_DESCRIPTION,
+        description="One line, for people.",
+        examples=["office"],
+    )
 
 
 class IpCredentialOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-    id: str
-    cidr: str
-    description: str
-    created_at: datetime
+    id: str = Field(examples=["ipc_0123456789ABCDEFGHIJKLMNOP"])
+    cidr: str = Field(description="The network, normalised.", examples=["10.0.0.0/24"])
+    description: str = Field(examples=["office"])
+    created_at: datetime = Field(description="ISO 8601, UTC.")
 
 
 class IpCredentialList(BaseModel):
-    data: list[IpCredentialOut]
+    data: list[IpCredentialOut] = Field(description="Oldest first.")
 
 
-@router.get("", response_model=IpCredentialList, summary="List IP credentials")
+@router.get(
+    "",
+    response_model=IpCredentialList,
+    summary="List IP credentials",
+    responses=responses(401, 429),
+)
 async def list_credentials(account: AccountDep, session: SessionDep) -> IpCredentialList:
     rows = await service.list_for(session, account.account_id)
     return IpCredentialList(data=[IpCredentialOut.model_validate(r) for r in rows])
@@ -44,6 +65,9 @@ async def list_credentials(account: AccountDep, session: SessionDep) -> IpCreden
     response_model=IpCredentialOut,
     status_code=status.HTTP_201_CREATED,
     summary="Allow a network to submit without AUTH",
+    responses=responses(
+        401, (409, "`conflict`: the network, or one overlapping it, is taken."), 413, 422, 429
+    ),
 )
 async def create_credential(
     data: IpCredentialCreate, account: AccountDep, session: SessionDep, rt: RuntimeDep
@@ -55,9 +79,14 @@ async def create_credential(
     return IpCredentialOut.model_validate(row)
 
 
-@router.get("/{credential_id}", response_model=IpCredentialOut, summary="Get an IP credential")
+@router.get(
+    "/{credential_id}",
+    response_model=IpCredentialOut,
+    summary="Get an IP credential",
+    responses=responses(401, 404, 422, 429),
+)
 async def get_credential(
-    credential_id: str, account: AccountDep, session: SessionDep
+    credential_id: CredentialId, account: AccountDep, session: SessionDep
 ) -> IpCredentialOut:
     return IpCredentialOut.model_validate(
         await service.get(session, account.account_id, credential_id)
@@ -65,8 +94,14 @@ async def get_credential(
 
 
 @router.delete(
-    "/{credential_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove an IP credential"
+    "/{credential_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove an IP credential",
+    response_class=Response,
+    responses=responses(401, 404, 422, 429),
 )
-async def delete_credential(credential_id: str, account: AccountDep, session: SessionDep) -> None:
+async def delete_credential(
+    credential_id: CredentialId, account: AccountDep, session: SessionDep
+) -> None:
     await service.remove(session, account.account_id, credential_id)
     await session.commit()

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import sqlalchemy as sa
 from fastapi import FastAPI
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from postroute import __version__, errors
 from postroute.accounts.endpoints import router as keys_router
 from postroute.accounts.ip_endpoints import router as ip_credentials_router
 from postroute.api import errors as api_errors
+from postroute.api import openapi
 from postroute.api.runtime import Runtime
+from postroute.db import begin_read
 from postroute.messages.endpoints import router as messages_router
 from postroute.pools.endpoints import router as pools_router
 
+log = logging.getLogger("postroute.api")
+READY_TIMEOUT = 5.0  # seconds the database may take to answer /readyz
+
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, before they are read in full."""
+    """Refuse request bodies over ``limit`` bytes with 413, before they are read in full:
+    at once when Content-Length says so, else (chunked) as soon as the count passes it."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -39,23 +51,33 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _TooLarge
+                raise TooLarge(self.limit)  # the endpoint's error handler answers 413
             return message
 
         try:
             await self.app(scope, limited, send)
-        except _TooLarge:
+        except TooLarge:  # read outside an endpoint
             await self._reject(scope, receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = api_errors.envelope(
-            413, errors.PAYLOAD_TOO_LARGE, f"request body is larger than {self.limit} bytes"
-        )
+        response = api_errors.envelope(413, errors.PAYLOAD_TOO_LARGE, TooLarge(self.limit).detail)
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+class TooLarge(HTTPException):
+    """An HTTP error, so that FastAPI's body parsing lets it through to our handler (it
+    turns any other exception into a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = Field(description="The process answers.")
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = Field(description="The database answers; not stopping.")
 
 
 def create_app(runtime: Runtime, *, own_runtime: bool = False) -> FastAPI:
@@ -68,21 +90,48 @@ def create_app(runtime: Runtime, *, own_runtime: bool = False) -> FastAPI:
     app = FastAPI(
         title="Postroute",
         version=__version__,
-        description="Self-hosted transactional email: send API, SMTP pools, events.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
     api_errors.install(app)
+    openapi.install(app)
+    app.include_router(messages_router)
     app.include_router(pools_router)
     app.include_router(keys_router)
     app.include_router(ip_credentials_router)
-    app.include_router(messages_router)
 
-    @app.get("/healthz", tags=["health"], summary="Liveness and database check")
-    async def healthz() -> dict[str, str]:
-        async with runtime.sessions() as session:
-            await session.execute(sa.text("SELECT 1"))
-        return {"status": "ok"}
+    @app.get("/healthz", tags=["health"], summary="Liveness", response_model=Health)
+    async def healthz() -> Health:
+        """The process answers. Readiness (database, stopping) is `/readyz`."""
+        return Health(status="ok")
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness",
+        response_model=Readiness,
+        responses=api_errors.responses(503),
+    )
+    async def readyz() -> Response | Readiness:
+        """200 while the database answers and the process is not stopping; 503 otherwise,
+        with the reason (`stopping`, `database unreachable`) as the message."""
+        reason = "stopping" if runtime.stopping else await _database_problem(runtime)
+        if reason is not None:
+            return api_errors.envelope(503, api_errors.NOT_READY, reason)
+        return Readiness(status="ready")
 
     app.add_middleware(BodyLimit, limit=runtime.settings.max_request_bytes)
     return app
+
+
+async def _database_problem(runtime: Runtime) -> str | None:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT), runtime.sessions() as session:
+            await begin_read(session)  # SQLite: no write lock
+            await session.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # any failure means: do not send traffic here
+        log.warning("readiness: the database does not answer (%s)", type(exc).__name__)
+        return "database unreachable"
+    return None

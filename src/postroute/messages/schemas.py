@@ -22,29 +22,34 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     ModelWrapValidatorHandler,
     PlainSerializer,
     ValidationError,
     WithJsonSchema,
     model_validator,
 )
-from pydantic_core import InitErrorDetails
+from pydantic.config import JsonDict
+from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
+from pydantic_core import CoreSchema, InitErrorDetails
 
 from postroute.messages import validation as v
 
 RecipientKind = Literal["to", "cc", "bcc"]
 
-SingleLine = Annotated[str, AfterValidator(v.single_line)]
-EmailText = Annotated[str, AfterValidator(v.email_address)]
+# Header-bound text: one line, no control character but tab (the JSON schema says so too).
+SingleLine = Annotated[str, AfterValidator(v.single_line), v.NO_CONTROL]
+EmailText = Annotated[str, AfterValidator(v.email_address), v.JsonSchemaExtra(format="email")]
 BodyText = Annotated[str, AfterValidator(v.body_text)]
-Subject = Annotated[str, AfterValidator(v.subject)]
-Tag = Annotated[str, AfterValidator(v.tag)]
-HeaderName = Annotated[str, AfterValidator(v.header_name)]
-MetadataKey = Annotated[str, AfterValidator(v.metadata_key)]
-PoolRef = Annotated[str, AfterValidator(v.pool_ref)]
-Filename = Annotated[str, AfterValidator(v.filename)]
-ContentType = Annotated[str, AfterValidator(v.content_type)]
-ContentId = Annotated[str, AfterValidator(v.content_id)]
+Subject = Annotated[str, AfterValidator(v.subject), v.TEXT]
+Tag = Annotated[str, AfterValidator(v.tag), v.text(v.MAX_TAG_LENGTH)]
+HeaderName = Annotated[str, AfterValidator(v.header_name), v.HEADER_NAME_SCHEMA]
+MetadataKey = Annotated[str, AfterValidator(v.metadata_key), v.text(v.MAX_METADATA_KEY_LENGTH)]
+MetadataValue = Annotated[str, AfterValidator(v.metadata_value), v.NO_CONTROL]
+PoolRef = Annotated[str, AfterValidator(v.pool_ref), v.text(v.MAX_POOL_REF_LENGTH)]
+Filename = Annotated[str, AfterValidator(v.filename), v.text(v.MAX_FILENAME_LENGTH)]
+ContentType = Annotated[str, AfterValidator(v.content_type), v.CONTENT_TYPE_SCHEMA]
+ContentId = Annotated[str, AfterValidator(v.content_id), v.CONTENT_ID_SCHEMA]
 Base64Content = Annotated[
     bytes,
     BeforeValidator(v.base64_content),
@@ -52,12 +57,16 @@ Base64Content = Annotated[
     WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
 ]
 # Not implemented yet: accepted as absent when null, an error otherwise.
+_LATER = WithJsonSchema({"type": "null", "description": "Not available yet: leave out or null."})
 NotScheduled = Annotated[
-    Any, BeforeValidator(v.not_available("scheduled sending (send_at) is not available yet"))
+    Any,
+    BeforeValidator(v.not_available("scheduled sending (send_at) is not available yet")),
+    _LATER,
 ]
 NoTemplates = Annotated[
     Any,
     BeforeValidator(v.not_available("templates (template_id, variables) are not available yet")),
+    _LATER,
 ]
 
 _STRICT = ConfigDict(extra="forbid")
@@ -73,8 +82,10 @@ class Address(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    email: EmailText
-    name: Annotated[str | None, AfterValidator(v.display_name)] = None
+    email: EmailText = Field(examples=["shop@example.com"])
+    name: Annotated[str | None, AfterValidator(v.display_name), v.text(v.MAX_NAME_LENGTH)] = Field(
+        default=None, description="Display name, one line.", examples=["Shop"]
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -100,7 +111,30 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str | dict | Address) else value
 
 
-AddressList = Annotated[list[Address], BeforeValidator(_one_or_many)]
+class _OrString:
+    """JSON schema of a mailbox: ``"a@b"``, ``"Name <a@b>"`` or an :class:`Address`."""
+
+    def __get_pydantic_json_schema__(
+        self, core: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        bare = {"type": "string", "format": "email", "examples": ["shop@example.com"]}
+        named = {"type": "string", "pattern": "<[^<>]+@[^<>]+>$", "examples": [_NAMED]}
+        return {"anyOf": [bare, named, handler(core)]}
+
+
+class _OneOrMany:
+    """JSON schema of a list that also takes one item alone."""
+
+    def __get_pydantic_json_schema__(
+        self, core: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        many = {**handler(core), "maxItems": v.MAX_RECIPIENTS}
+        return {"anyOf": [*many["items"]["anyOf"], many]}
+
+
+_NAMED = "Shop <shop@example.com>"
+Mailbox = Annotated[Address, _OrString()]
+AddressList = Annotated[list[Mailbox], BeforeValidator(_one_or_many), _OneOrMany()]
 
 
 class Attachment(BaseModel):
@@ -112,10 +146,16 @@ class Attachment(BaseModel):
 
     model_config = _STRICT
 
-    filename: Filename
-    content: Base64Content
-    content_type: ContentType | None = None
-    content_id: ContentId | None = None
+    filename: Filename = Field(examples=["receipt.pdf"])
+    content: Base64Content = Field(description="The file, base64.", examples=["JVBERi0xLjQK"])
+    content_type: ContentType | None = Field(
+        default=None, description="Guessed from the filename when left out.", examples=["image/png"]
+    )
+    content_id: ContentId | None = Field(
+        default=None,
+        description="Makes it inline: `cid:<content_id>` in the HTML.",
+        examples=["logo"],
+    )
 
     @model_validator(mode="after")
     def _default_content_type(self) -> Self:
@@ -144,37 +184,82 @@ def guess_content_type(filename: str) -> str:
     return guessed
 
 
+def _given(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": [field], "properties": {field: schema}}
+
+
+# What the whole-request checks ask, for the JSON schema: a recipient, and a body.
+_NEEDS: JsonDict = {
+    "allOf": [
+        {"anyOf": [_given(f, {"minItems": 1}) for f in ("to", "cc", "bcc")]},
+        {"anyOf": [_given(f, {"pattern": v.NOT_BLANK_PATTERN}) for f in ("html", "text")]},
+    ]
+}
+_RECIPIENTS = "Up to 50 addresses; at least one recipient in to, cc or bcc."
+_BODY = "`html` and/or `text` is required."
+_POOL = "Pool id or name; left out: the default pool, else the first active one."
+_TRACKING = "Recorded with the message (tracking itself is not available yet)."
+
+
 class SendRequest(BaseModel):
     """Body of ``POST /v1/send`` (and one entry of a batch).
 
     ``from`` may be omitted: the service then uses the pool's ``from_email``.
     ``pool`` also answers to ``alias_id`` and ``ippool``. Validation reports every
-    problem at once (see :meth:`_validate_all`).
+    problem at once.
     """
 
     model_config = ConfigDict(
-        extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+        extra="forbid",
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        json_schema_extra=_NEEDS,
     )
 
-    from_: Address | None = Field(default=None, alias="from")
-    to: AddressList = Field(default_factory=list, json_schema_extra={"maxItems": v.MAX_RECIPIENTS})
-    cc: AddressList = Field(default_factory=list, json_schema_extra={"maxItems": v.MAX_RECIPIENTS})
-    bcc: AddressList = Field(default_factory=list, json_schema_extra={"maxItems": v.MAX_RECIPIENTS})
-    reply_to: AddressList = Field(
-        default_factory=list, json_schema_extra={"maxItems": v.MAX_RECIPIENTS}
+    from_: Mailbox | None = Field(
+        default=None, alias="from", description="Left out: the pool's `from_email`."
     )
-    subject: Subject
-    html: BodyText | None = None
-    text: BodyText | None = None
-    headers: dict[HeaderName, SingleLine] = Field(default_factory=dict)
-    attachments: list[Attachment] = Field(default_factory=list)
-    tags: list[Tag] = Field(default_factory=list, json_schema_extra={"maxItems": v.MAX_TAGS})
-    metadata: dict[MetadataKey, str] = Field(default_factory=dict)
-    pool: PoolRef | None = None
-    alias_id: PoolRef | None = Field(default=None, exclude=True, description="alias of pool")
-    ippool: PoolRef | None = Field(default=None, exclude=True, description="alias of pool")
-    track_opens: bool | None = None
-    track_clicks: bool | None = None
+    to: AddressList = Field(default_factory=list, description=_RECIPIENTS)
+    cc: AddressList = Field(default_factory=list, description=_RECIPIENTS)
+    bcc: AddressList = Field(default_factory=list, description=f"{_RECIPIENTS} Never in headers.")
+    reply_to: AddressList = Field(default_factory=list, description="Up to 50 addresses.")
+    subject: Subject = Field(description="One line, not blank.", examples=["Your order"])
+    html: BodyText | None = Field(default=None, examples=["<p>Thanks!</p>"])
+    text: BodyText | None = Field(default=None, description=_BODY, examples=["Thanks!"])
+    headers: Annotated[
+        dict[HeaderName, SingleLine],
+        WithJsonSchema(v.one_line_map({"pattern": v.HEADER_NAME_PATTERN})),
+    ] = Field(
+        default_factory=dict,
+        description="Custom headers; not those Postroute writes (From, Message-ID...).",
+        examples=[{"X-Campaign": "spring"}],
+    )
+    attachments: list[Attachment] = Field(
+        default_factory=list, description="Files; those with a `content_id` are inline images."
+    )
+    tags: list[Tag] = Field(
+        default_factory=list,
+        description="Up to 5, each one line of 100 characters at most.",
+        examples=[["receipt"]],
+        json_schema_extra={"maxItems": v.MAX_TAGS},
+    )
+    metadata: Annotated[
+        dict[MetadataKey, MetadataValue],
+        WithJsonSchema(
+            v.one_line_map({"pattern": v.TEXT_PATTERN, "maxLength": v.MAX_METADATA_KEY_LENGTH})
+        ),
+    ] = Field(
+        default_factory=dict,
+        description="One-line strings, 10,000 bytes in all.",
+        examples=[{"order": "1234"}],
+    )
+    pool: PoolRef | None = Field(default=None, description=_POOL, examples=["ses"])
+    # Accepted for compatibility, not in the OpenAPI document: `pool` says it.
+    alias_id: SkipJsonSchema[PoolRef | None] = Field(default=None, exclude=True)
+    ippool: SkipJsonSchema[PoolRef | None] = Field(default=None, exclude=True)
+    track_opens: bool | None = Field(default=None, description=_TRACKING)
+    track_clicks: bool | None = Field(default=None, description=_TRACKING)
     send_at: NotScheduled = None
     template_id: NoTemplates = None
     variables: NoTemplates = None
@@ -237,7 +322,9 @@ class SendBatchRequest(BaseModel):
 
     model_config = _STRICT
 
-    messages: list[SendRequest] = Field(json_schema_extra={"minItems": 1, "maxItems": v.MAX_BATCH})
+    messages: list[SendRequest] = Field(
+        description="1 to 500 messages.", json_schema_extra={"minItems": 1, "maxItems": v.MAX_BATCH}
+    )
 
     @model_validator(mode="wrap")
     @classmethod
@@ -268,8 +355,8 @@ def _field_order(cls: type[BaseModel]) -> list[str]:
 
 
 class SendError(BaseModel):
-    code: str
-    message: str
+    code: str = Field(examples=["recipient_suppressed"])
+    message: str = Field(description="For people.")
 
 
 class SentMessage(BaseModel):
@@ -277,18 +364,25 @@ class SentMessage(BaseModel):
     ``Message-ID`` header it will carry. ``error`` is set (and nothing is sent) when this
     recipient was refused, e.g. ``{"code": "recipient_suppressed", ...}``."""
 
-    id: str
-    to: str
-    message_id: str
-    error: SendError | None = None
+    id: str = Field(
+        description="The Postroute message id.", examples=["msg_0123456789ABCDEFGHIJKLMNOP"]
+    )
+    to: str = Field(examples=["customer@example.org"])
+    message_id: str = Field(
+        description="Its Message-ID header.",
+        examples=["<msg_0123456789ABCDEFGHIJKLMNOP@example.com>"],
+    )
+    error: SendError | None = Field(
+        default=None, description="Set when this recipient was refused: nothing is sent to it."
+    )
 
 
 class SendResponse(BaseModel):
     """``202`` reply of ``POST /v1/send``: ``{"id": batch_id, "messages": [...]}``, one
     entry per recipient in :meth:`SendRequest.recipients` order."""
 
-    id: str
-    messages: list[SentMessage]
+    id: str = Field(description="The batch id.", examples=["batch_0123456789ABCDEFGHIJKLMNOP"])
+    messages: list[SentMessage] = Field(description="One per recipient.")
 
 
 class SendBatchResponse(BaseModel):
@@ -300,4 +394,4 @@ class SendBatchResponse(BaseModel):
     ``POST /v1/send`` would have.
     """
 
-    data: list[SendResponse]
+    data: list[SendResponse] = Field(description="`data[i]` answers `messages[i]`.")

@@ -6,7 +6,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,55 +17,71 @@ from postroute.messages.prepare import prepared_mime
 from postroute.messages.repository import MessageFilter
 from postroute.models import Message
 
+# The statuses a message row takes (events.py names them): queued until a relay answers.
+MessageStatus = Literal["queued", "sent", "deferred", "bounced", "dropped"]
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"  # base64url of a message id
+WHEN = "ISO 8601, UTC."
+
 
 class MessageOut(BaseModel):
-    id: str
-    batch_id: str
-    message_id: str = Field(description="The Message-ID header")
-    source: str
-    from_: str = Field(serialization_alias="from")
-    to: str
-    recipient_type: str
-    subject: str
-    status: str
-    pool_id: str | None
-    requested_pool: str | None
-    route_note: str | None
-    tags: list[str]
-    metadata: dict[str, str]
-    attempts: int
-    last_reply: str | None
-    relay_queue_id: str | None
-    created_at: datetime
-    updated_at: datetime
+    id: str = Field(examples=["msg_0123456789ABCDEFGHIJKLMNOP"])
+    batch_id: str = Field(description="The submission it came with.")
+    message_id: str = Field(description="Its Message-ID header.")
+    source: Literal["api", "smtp"] = Field(description="How it was submitted.")
+    from_: str = Field(serialization_alias="from", examples=["shop@example.com"])
+    to: str = Field(description="This message's one recipient.", examples=["a@example.org"])
+    recipient_type: Literal["to", "cc", "bcc"] = Field(description="How `to` was addressed.")
+    subject: str = Field(examples=["Your order"])
+    status: str = Field(
+        description="`queued` (waiting or being sent), `sent` (the relay took it), "
+        "`deferred` (will be retried), `bounced` (refused for good), `dropped` (given up).",
+        examples=["sent"],
+    )
+    pool_id: str | None = Field(description="The pool it went (or goes) through.")
+    requested_pool: str | None = Field(description="The `pool` the request named.")
+    route_note: str | None = Field(description="Why this pool, when not the one asked for.")
+    tags: list[str] = Field(examples=[["receipt"]])
+    metadata: dict[str, str] = Field(examples=[{"order": "1234"}])
+    attempts: int = Field(description="Delivery attempts so far.")
+    last_reply: str | None = Field(description="The relay's last reply.")
+    relay_queue_id: str | None = Field(description="The relay's queue id (`queued as X`).")
+    created_at: datetime = Field(description=WHEN)
+    updated_at: datetime = Field(description="Last change of status.")
 
 
 class EventOut(BaseModel):
-    id: str
-    type: str
-    created_at: datetime
-    data: dict[str, Any]
+    id: str = Field(examples=["evt_0123456789ABCDEFGHIJKLMNOP"])
+    type: str = Field(
+        description="`queued`, `processed`, `sent`, `deferred`, `bounced`, `dropped`...",
+        examples=["sent"],
+    )
+    created_at: datetime = Field(description=WHEN)
+    data: dict[str, Any] = Field(description="Details: pool, attempt, reply, next attempt...")
 
 
 class AttemptOut(BaseModel):
-    number: int
-    pool_id: str | None
-    outcome: str
-    reply_code: int | None
-    reply_text: str | None
-    error_code: str | None
-    started_at: datetime
-    finished_at: datetime
+    number: int = Field(description="1 for the first attempt.")
+    pool_id: str | None = Field(description="The pool tried.")
+    outcome: str = Field(
+        description="`sent`, `deferred`, `bounced`, `relay_down` (the relay could not be "
+        "used) or `unknown_outcome` (the worker stopped before recording the reply).",
+        examples=["sent"],
+    )
+    reply_code: int | None = Field(description="The relay's SMTP reply code.", examples=[250])
+    reply_text: str | None = Field(examples=["2.0.0 Ok: queued as 4Xk2"])
+    error_code: str | None = Field(description="Why the relay could not be used.")
+    started_at: datetime = Field(description=WHEN)
+    finished_at: datetime = Field(description=WHEN)
 
 
 class MessageDetail(MessageOut):
-    events: list[EventOut]
-    delivery_attempts: list[AttemptOut]
+    events: list[EventOut] = Field(description="The timeline, oldest first.")
+    delivery_attempts: list[AttemptOut] = Field(description="Oldest first.")
 
 
 class MessageList(BaseModel):
-    data: list[MessageOut]
-    next_cursor: str | None
+    data: list[MessageOut] = Field(description="Newest first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
 def _out(m: Message, tags: list[str]) -> dict[str, Any]:
@@ -100,7 +116,7 @@ def decode_cursor(cursor: str) -> str:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: not ASCII, or not UTF-8 once decoded
         value = ""
     if not value.startswith("msg_"):
         raise errors.ValidationFailed(

@@ -4,6 +4,7 @@ windows, header splitting and controls, the self-signed certificate."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import stat
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from postroute.messages.ingest import parse
 from postroute.smtp import replies
 from postroute.smtp.data import read_message
 from postroute.smtp.limits import SlidingWindow
+from postroute.smtp.logsafe import EscapeControls, escape
 from postroute.smtp.protocol import SubmissionSMTP, _parse_path
 from postroute.smtp.tls import ensure_self_signed
 
@@ -198,3 +200,29 @@ def test_self_signed_pair_is_made_once(tmp_path: Path) -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)  # a matching pair
     assert [p.name for p in directory.parent.iterdir()] == ["tls"]
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        ("MAIL FROM:<a@example.com>", "MAIL FROM:<a@example.com>"),
+        ("café ünïcode", "café ünïcode"),  # printable: unchanged
+        ("a\r\nb\tc", r"a\r\nb\tc"),
+        ("\x1b[2J\x00\x7f", r"\x1b[2J\x00\x7f"),
+        ("\x85 \u2028 \u202e \U000e0001", r"\x85 \u2028 \u202e \U000e0001"),
+        ("\udcff", r"\udcff"),  # a byte kept by surrogateescape
+    ],
+)
+def test_log_escape(text: str, escaped: str) -> None:
+    assert escape(text) == escaped
+
+
+def test_log_filter_escapes_the_formatted_message() -> None:
+    record = logging.LogRecord(
+        "mail.log", logging.WARNING, __file__, 1, "%r unrecognised: %s", ("peer", "X\rY"), None
+    )
+    assert EscapeControls().filter(record)
+    assert record.getMessage() == r"'peer' unrecognised: X\rY"
+    plain = logging.LogRecord("mail.log", logging.WARNING, __file__, 1, "%s: 100%%", ("ok",), None)
+    assert EscapeControls().filter(plain)
+    assert (plain.msg, plain.args, plain.getMessage()) == ("%s: 100%%", ("ok",), "ok: 100%")

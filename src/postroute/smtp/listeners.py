@@ -18,7 +18,7 @@ import time
 
 from postroute.api.runtime import Runtime
 from postroute.config import parse_bind
-from postroute.smtp import replies
+from postroute.smtp import logsafe, replies
 from postroute.smtp.authenticator import Authenticator
 from postroute.smtp.handler import Handler
 from postroute.smtp.limits import Limits
@@ -29,6 +29,7 @@ log = logging.getLogger("postroute.smtp")
 
 STARTTLS = "starttls"
 IMPLICIT = "implicit"
+TLS_HANDSHAKE_TIMEOUT = 60.0  # seconds at most (asyncio's default), else the idle timeout
 
 
 class SmtpServer:
@@ -42,6 +43,7 @@ class SmtpServer:
         self._tls = tls_context
         self._servers: dict[str, asyncio.Server] = {}
         self.sessions: set[SubmissionSMTP] = set()
+        self._all_closed: asyncio.Event | None = None  # set by stop()
 
     @property
     def tls_context(self) -> ssl.SSLContext:
@@ -59,7 +61,9 @@ class SmtpServer:
         if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
             # aiosmtpd logs every command line at INFO: too much, and on the hot path.
             logging.getLogger("mail.log").setLevel(logging.WARNING)
+        logsafe.install()  # clients' control characters escaped in log lines
         loop = asyncio.get_running_loop()
+        handshake_timeout = min(self.settings.smtp_idle_timeout_seconds, TLS_HANDSHAKE_TIMEOUT)
         for kind, bind, default_port in (
             (STARTTLS, self.settings.smtp_bind, 587),
             (IMPLICIT, self.settings.smtps_bind, 465),
@@ -71,6 +75,8 @@ class SmtpServer:
                 host,
                 port,
                 ssl=self._tls if implicit else None,
+                # the session (and its idle timer) starts after the handshake
+                ssl_handshake_timeout=handshake_timeout if implicit else None,
                 reuse_address=True,
             )
             log.info("SMTP %s listener on %s:%s", kind, host, self.ports[kind])
@@ -91,9 +97,12 @@ class SmtpServer:
         tasks = [s.handler_task for s in sessions if s.handler_task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 1.0))
+        self._all_closed = asyncio.Event()
         for session in list(self.sessions):
-            if isinstance(session.transport, asyncio.Transport):
-                session.transport.abort()  # a peer that never finished the TLS close
+            session.abort()  # a peer that never took its 421, or never finished the TLS close
+        if self.sessions:  # their connection_lost comes in the loop's next iterations
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), 1.0)
         await self.handler.committer.close()
         for server in self._servers.values():
             await server.wait_closed()
@@ -104,3 +113,5 @@ class SmtpServer:
 
     def closed(self, session: SubmissionSMTP) -> None:
         self.sessions.discard(session)
+        if not self.sessions and self._all_closed is not None:
+            self._all_closed.set()

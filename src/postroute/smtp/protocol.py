@@ -6,8 +6,17 @@ What this adds to ``aiosmtpd.smtp.SMTP`` (the decisions on messages are the hand
   the first byte, which aiosmtpd cannot see (see NOTES), so AUTH is allowed there;
 * AUTH with an API key, checked asynchronously against the database (aiosmtpd's
   ``authenticator`` is synchronous); a wrong key is a ``535``, never a hang;
-* the per-IP connection limit (``421`` as the greeting), a ``421`` before closing on
-  the idle timeout, a ``421`` closes the connection;
+* the per-IP connection limit, checked in ``connection_made`` (synchronously, so every
+  accepted connection counts, also one closed before its greeting): ``421`` as the
+  greeting; a ``421`` before closing on the idle timeout; a ``421`` closes the connection;
+* every connection is closed when its session task ends, however early: aiosmtpd
+  cancels the task on EOF and leaves the closing to the task's own ``except``, which
+  never runs for a task cancelled before its first step (uvloop delivers the EOF of a
+  client that closed at once before that step: the socket stayed in CLOSE-WAIT);
+* transports used by their methods only (:mod:`postroute.smtp.transports`): uvloop's
+  are no subclasses of asyncio's transport classes;
+* database lookups of AUTH and of the first MAIL run to their end even when the client
+  leaves meanwhile (:func:`transports.finish`);
 * DATA read in large chunks (:mod:`postroute.smtp.data`);
 * every reply through :func:`replies.rewrite`, so all carry enhanced status codes.
 """
@@ -26,8 +35,9 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session, syn
 
 from postroute.accounts.ip_credentials import client_address
 from postroute.accounts.service import AccountContext
-from postroute.smtp import replies
+from postroute.smtp import replies, transports
 from postroute.smtp.data import read_message
+from postroute.smtp.transports import CLOSE_GRACE, finish, hang_up, open_transport, retrieve
 
 if TYPE_CHECKING:
     from postroute.smtp.listeners import SmtpServer
@@ -72,6 +82,8 @@ class SubmissionSMTP(SMTP):
         self._credentials: LoginPassword | None = None
         self._tracked = False
         self._in_data = False  # reading a message after the 354
+        # how long a closed connection may take to send what is left, then it is aborted
+        self.close_grace = min(CLOSE_GRACE, settings.smtp_idle_timeout_seconds)
 
     def data_received(self, data: bytes) -> None:
         """Bytes arriving during DATA are activity for the idle timeout, even before a
@@ -95,42 +107,51 @@ class SubmissionSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        if not self._tracked:  # not again after STARTTLS
-            self._tracked = True
-            peer = self.session.peer if self.session is not None else None
-            address = client_address(str(peer[0])) if isinstance(peer, tuple) else None
-            self.peer_ip = str(address) if address is not None else str(peer)
-            if self._handler_coroutine is not None:
-                self._handler_coroutine.add_done_callback(_retrieve)
-            self.server.opened(self)
+        if self._tracked:  # again after STARTTLS
+            return
+        self._tracked = True
+        peer = self.session.peer if self.session is not None else None
+        address = client_address(str(peer[0])) if isinstance(peer, tuple) else None
+        self.peer_ip = str(address) if address is not None else str(peer)
+        task = self._handler_coroutine
+        assert task is not None
+        task.add_done_callback(self._session_ended)
+        self.server.opened(self)
+        if not self.server.limits.connections.admit(self.peer_ip):
+            log.info("SMTP connection from %s refused: too many per minute", self.peer_ip)
+            task.cancel()  # before its first step: no 220
+            self.say_goodbye(str(replies.S421_TOO_MANY_CONNECTIONS(host=self.hostname)))
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
         self.server.closed(self)
 
-    async def _handle_client(self) -> None:
-        if not self.server.limits.connections.admit(self.peer_ip):
-            log.info("SMTP connection from %s refused: too many per minute", self.peer_ip)
-            await self.push(str(replies.S421_TOO_MANY_CONNECTIONS(host=self.hostname)))
-            return
-        await super()._handle_client()
+    def _session_ended(self, task: asyncio.Task[None]) -> None:
+        """The session task is done (QUIT, EOF, reset, cancelled before it started...):
+        the connection ends with it."""
+        retrieve(task)
+        hang_up(self.transport, self.loop, self.close_grace)
 
     async def push(self, status: str | bytes) -> None:
         text = status if isinstance(status, str) else status.decode("utf-8", "replace")
         text = replies.rewrite(text, max_size=self.data_size_limit or 0)
         await super().push(text)
-        if text.startswith("421") and self.transport is not None:
-            self.transport.close()  # RFC 5321 3.8: 421, then close
+        if text.startswith("421"):
+            hang_up(self.transport, self.loop, self.close_grace)  # RFC 5321 3.8: 421, then close
 
     def _timeout_cb(self) -> None:
         self.say_goodbye(str(replies.S421_TIMEOUT(host=self.hostname)))
 
     def say_goodbye(self, reply: str) -> None:
         """Send ``reply`` (a 421) and close, whatever the session is doing."""
-        if self.transport is not None and not self.transport.is_closing():
-            assert isinstance(self.transport, asyncio.WriteTransport)
-            self.transport.write(reply.encode() + b"\r\n")
-            self.transport.close()
+        transport = open_transport(self.transport)
+        if transport is not None:
+            transport.write(reply.encode() + b"\r\n")
+            hang_up(self.transport, self.loop, self.close_grace)
+
+    def abort(self) -> None:
+        """Drop the connection at once, whatever is unsent (no-op once it is lost)."""
+        transports.abort(self.transport)
 
     @property
     def handler_task(self) -> asyncio.Task[None] | None:
@@ -155,7 +176,8 @@ class SubmissionSMTP(SMTP):
         if decoded is not _DECODED or credentials is None:
             return decoded  # aiosmtpd already answered (bad base64, aborted...)
         try:
-            account = await self.server.authenticator.check_key(self.peer_ip, credentials.password)
+            check = self.server.authenticator.check_key(self.peer_ip, credentials.password)
+            account = await finish(check)
         except Exception as exc:
             log.warning("SMTP AUTH from %s could not be checked: %s", self.peer_ip, type(exc))
             return AuthResult(success=False, handled=False, message=str(replies.S454_AUTH_TEMPFAIL))
@@ -166,6 +188,12 @@ class SubmissionSMTP(SMTP):
         return AuthResult(success=True, auth_data=account)
 
     # -- MAIL and RCPT ---------------------------------------------------------------------
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if command == "MAIL" and self.account is None and not self.ip_checked:
+            # the first MAIL may look the client's IP credential up in the database
+            return await finish(super()._call_handler_hook(command, *args))
+        return await super()._call_handler_hook(command, *args)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's parse of a MAIL/RCPT path (the email package's parser), without
@@ -248,10 +276,3 @@ def _parse_path(arg: str) -> tuple[str | None, str | None]:
         return spec.addr_spec, rest
     except HeaderParseError:
         return None, None
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    """Read a finished session task's exception (a reset connection), so asyncio does not
-    log it as never retrieved."""
-    if not task.cancelled():
-        task.exception()

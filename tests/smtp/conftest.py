@@ -1,23 +1,26 @@
 """SMTP ingress fixtures: both listeners on ephemeral loopback ports in the test's event
 loop, a certificate from the test CA, a pool on a recording relay, a worker.
 
-Blocking clients (smtplib) run in a thread (``asyncio.to_thread``), never on the loop
-that serves the listeners.
+Every test here runs on uvloop, as production does. Blocking clients (smtplib) run in a
+thread (``asyncio.to_thread``), never on the loop that serves the listeners.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvloop
 
 from postroute.api.app import create_app
 from postroute.api.runtime import Runtime
@@ -31,6 +34,16 @@ from tests.support.relay import ReceivedMessage, RecordingRelay
 
 HOST = "127.0.0.1"
 QUEUED = re.compile(r"Message queued as (\S+)")
+CLOSE_WAIT = "08"  # the state column of /proc/net/tcp
+SETTLE_TIMEOUT = 30.0  # seconds: generous, a bound for a poll, not a timed assertion
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every test here runs on uvloop, the event loop production installs
+    (``uvloop.install()`` in ``postroute.cli.run``)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture
@@ -212,3 +225,38 @@ async def raw_clients() -> AsyncIterator[list[RawClient]]:
     yield opened
     for raw in opened:
         await raw.close()
+
+
+def open_fds() -> int:
+    """File descriptors this process has open."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def close_wait(port: int) -> int:
+    """IPv4 sockets on this host in CLOSE-WAIT whose local port is ``port``: server-side
+    connections whose client has gone but that the server has not closed."""
+    count = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == CLOSE_WAIT:
+                count += 1
+    return count
+
+
+async def settle(condition: Callable[[], bool], what: str) -> None:
+    """Wait until ``condition()`` holds (a poll bounded by :data:`SETTLE_TIMEOUT`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SETTLE_TIMEOUT
+    while not condition():
+        assert loop.time() < deadline, f"still not {what} after {SETTLE_TIMEOUT} s"
+        await asyncio.sleep(0.01)
+
+
+async def connect_and_close(port: int) -> None:
+    """Connect and close at once (a FIN), without reading the greeting."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (HOST, port))

@@ -319,3 +319,22 @@ async def test_a_250_survives_sigkill_right_after_it(
         runtime.settings, relay, tenant, message_id, "after-sigkill"
     )
     assert list(received.rcpt_tos) == ["customer@example.org"]
+
+
+@pytest.mark.usefixtures("pool")
+async def test_sigterm_stops_serve_with_sessions_open_and_clients_gone(start: Start) -> None:
+    """The issue's reproduction: a client that closed before its greeting, another that
+    sits idle; SIGTERM stops ``serve`` (exit 0), and the idle one is told 421 first."""
+    proc = start("serve", http=True, POSTROUTE_SERVE_WORKER_PROCESS="off")
+    socket.create_connection((HOST, proc.smtp_port)).close()  # before its greeting
+    with (
+        socket.create_connection((HOST, proc.smtp_port), timeout=30) as idle,
+        idle.makefile("rb") as replies,
+    ):
+        # accepted after the early one (in order): that one has its session too by now
+        assert replies.readline().startswith(b"220 ")
+        proc.popen.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.popen.wait, 60) == 0, proc.output
+        assert replies.readline().startswith(b"421 4.3.2 ")
+        assert replies.readline() == b""
+    assert "Traceback" not in proc.output, proc.output

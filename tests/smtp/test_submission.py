@@ -13,13 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from postroute.api.runtime import Runtime
 from postroute.delivery.worker import Worker
 from postroute.models import Message
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool
-from tests.smtp.conftest import HOST, Ports, queued_id
+from tests.smtp.conftest import BASIC, HOST, Ports, queued_id
 from tests.support.fixtures import RelayFactory
 from tests.support.relay import RecordingRelay
 
@@ -265,3 +266,28 @@ async def test_pool_header_by_id_selects_that_pool(
     assert b"X-Postroute-Pool:" not in received.data
     assert received.data.endswith(b"\r\n\r\nThanks.\r\n")
     assert relay.messages == []  # not the default pool's relay
+
+
+def sendmail(port: int, tls: ssl.SSLContext, key: str, to: list[str]) -> dict[str, Any]:
+    """smtplib's ``sendmail`` (as Django's and most clients' send): the recipients it
+    reports refused. It never sends a recipient refused with a 452 again."""
+    with smtplib.SMTP_SSL(HOST, port, context=tls, timeout=10) as smtp:
+        smtp.login("user", key)
+        return smtp.sendmail("shop@example.com", to, BASIC)
+
+
+async def test_sixty_recipients_in_one_sendmail_are_all_stored(
+    ports: Ports,
+    client_tls: ssl.SSLContext,
+    tenant: Tenant,
+    runtime: Runtime,
+    relay_pool: dict[str, Any],
+) -> None:
+    """A recipient refused with 452 is lost with these clients: the default limit per
+    transaction is Postfix's (1,000), far above what an application sends at once."""
+    to = [f"customer{i}@example.org" for i in range(60)]
+    refused = await asyncio.to_thread(sendmail, ports.implicit, client_tls, tenant.key, to)
+    assert refused == {}
+    async with runtime.sessions() as session:
+        stored = await session.scalars(select(Message.to_email).where(Message.to_email.in_(to)))
+        assert sorted(stored) == sorted(to)

@@ -82,6 +82,7 @@ async def test_a_tab_is_fine_in_a_header_a_vertical_tab_is_not(
     "params",
     [
         {"cursor": "é"},  # not ASCII
+        {"cursor": base64.urlsafe_b64encode(b"msg_\x00").decode()},  # NUL reaching SQL
         {"status": "bogus"},
         {"status": "QUEUED"},
         {"since": "0.5"},  # a number of seconds is not a date-time here

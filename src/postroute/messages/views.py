@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from postroute.models import Message
 MessageStatus = Literal["queued", "sent", "deferred", "bounced", "dropped"]
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"  # base64url of a message id
 WHEN = "ISO 8601, UTC."
+_MESSAGE_ID = re.compile(r"msg_[0-9A-Za-z]{1,60}")
 
 
 class MessageOut(BaseModel):
@@ -118,7 +120,7 @@ def decode_cursor(cursor: str) -> str:
         value = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, ValueError):  # ValueError: not ASCII, or not UTF-8 once decoded
         value = ""
-    if not value.startswith("msg_"):
+    if not _MESSAGE_ID.fullmatch(value):  # what reaches SQL is shaped like an id
         raise errors.ValidationFailed(
             "invalid cursor",
             details=[{"field": "cursor", "message": "not a cursor from next_cursor"}],

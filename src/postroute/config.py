@@ -10,8 +10,10 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
-SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
+from postroute import datadir
+from postroute.datadir import SECRET_KEY_FILE
 
 
 def parse_bind(value: str, default_port: int) -> tuple[str, int]:
@@ -133,13 +135,25 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
+        """The database to open. A SQLite file is made private first (the data dir 0700,
+        the file created 0600 before SQLite opens it, looser modes fixed with a warning):
+        every process asks for this URL before it connects (see ``datadir``)."""
+        url = self._url()
+        path = sqlite_file(url)
+        if path is not None:
+            if self.database_url is None:
+                datadir.ensure_dir(self.data_dir)
+            datadir.ensure_database_file(path)
+        return url
+
+    def _url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'postroute.db').resolve()}"
+        return f"sqlite+aiosqlite:///{(self.data_dir / datadir.DATABASE_FILE).resolve()}"
 
     @property
     def is_sqlite(self) -> bool:
-        return self.db_url.startswith("sqlite")
+        return self._url().startswith("sqlite")
 
     @property
     def worker_in_own_process(self) -> bool:
@@ -161,9 +175,19 @@ class Settings(BaseSettings):
         return keys
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    return None if name.startswith("file:") else Path(name)  # a URI: SQLite's business
+
+
 def ensure_secret_file(data_dir: Path) -> str:
-    """Read the generated secret key, creating it (mode 0600) on first run."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Read the generated secret key, creating it (mode 0600, the data dir 0700) on
+    first run."""
+    datadir.ensure_dir(data_dir)
     path = data_dir / SECRET_KEY_FILE
     if path.exists():
         return path.read_text().strip()

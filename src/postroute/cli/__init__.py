@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from postroute import __version__
 from postroute.cli import admin, pools, run, send, smtp
 
 app = typer.Typer(
@@ -12,7 +15,30 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    epilog="Exit status: 0 done; 1 refused (nothing of that name, already exists, not "
+    "initialised, a failed relay test); 2 invalid input; serve, smtp and worker: 74 after a "
+    "failed fsync of the database.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"postroute {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Options before the command: --version."""
+
+
 app.command("init")(admin.init)
 app.command("migrate")(run.migrate)
 app.command("serve")(run.serve)

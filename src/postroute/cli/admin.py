@@ -7,13 +7,15 @@ from typing import Annotated
 
 import typer
 
+from postroute import errors
 from postroute.accounts import service as accounts
-from postroute.cli.common import resolve_account, run, runtime
+from postroute.cli.common import INVALID, fail, one_line, resolve_account, run, runtime
 
 accounts_app = typer.Typer(help="Manage accounts (tenants).", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 
 AccountOpt = Annotated[str | None, typer.Option("--account", help="Account name or id.")]
+NAME_MAX = 200  # account and API key names
 
 
 def init(
@@ -25,20 +27,37 @@ def init(
     email: Annotated[str, typer.Option("--email", help="Dashboard login.")] = "admin@localhost",
 ) -> None:
     """Create the first account, a dashboard user and an API key; print the key once."""
+    one_line(account_name, "--account-name", NAME_MAX)
+    if "@" not in one_line(email, "--email", 320).strip("@"):
+        fail(f"--email: {email!r} is not an email address", INVALID)
 
-    async def go() -> accounts.InitResult | None:
-        async with runtime() as rt, rt.sessions() as session:
-            if if_needed and await accounts.is_initialised(session):
-                return None
-            result = await accounts.initialise(
-                session, rt.clock, account_name=account_name, email=email
+    async def go() -> accounts.InitResult | str:
+        async with runtime(create=True) as rt, rt.sessions() as session:
+            where = (
+                f"data dir {rt.settings.data_dir.resolve()}"
+                if rt.settings.database_url is None
+                else "the database of POSTROUTE_DATABASE_URL"
             )
+            if await accounts.is_initialised(session):
+                return where
+            try:
+                result = await accounts.initialise(
+                    session, rt.clock, account_name=account_name, email=email
+                )
+            except errors.Conflict:  # another init won meanwhile
+                return where
             await session.commit()
             return result
 
     result = run(go)
-    if result is None:
-        return
+    if isinstance(result, str):
+        if if_needed:
+            return
+        fail(
+            f"Postroute is already initialised ({result}); its first API key was printed "
+            "then. For another key: `postroute keys create` (add --account NAME when there "
+            "are several accounts). `postroute init --if-needed` does nothing when initialised."
+        )
     if as_json:
         typer.echo(
             json.dumps(
@@ -61,6 +80,7 @@ def init(
 @accounts_app.command("create")
 def accounts_create(name: str) -> None:
     """Create an account and print its first API key."""
+    one_line(name, "NAME", NAME_MAX)
 
     async def go() -> tuple[str, str]:
         async with runtime() as rt, rt.sessions() as session:
@@ -91,6 +111,7 @@ def keys_create(
     account: AccountOpt = None, name: Annotated[str, typer.Option("--name")] = "default"
 ) -> None:
     """Create an API key; it is printed once."""
+    one_line(name, "--name", NAME_MAX)
 
     async def go() -> str:
         async with runtime() as rt, rt.sessions() as session:

@@ -9,7 +9,7 @@ import typer
 from postroute.cli.common import fail, resolve_account, run, runtime, validated
 from postroute.pools import service
 from postroute.pools.probe import ProbeResult, probe
-from postroute.pools.schemas import PoolCreate
+from postroute.pools.schemas import PoolCreate, PoolTestRequest
 
 app = typer.Typer(help="Manage SMTP pools (upstream relays).", no_args_is_help=True)
 AccountOpt = Annotated[str | None, typer.Option("--account", help="Account name or id.")]
@@ -104,6 +104,8 @@ def test_pool(
     account: AccountOpt = None,
 ) -> None:
     """Connect, EHLO, TLS, AUTH (and send a test message with --recipient)."""
+    if recipient is not None:
+        recipient = validated(lambda: PoolTestRequest(recipient=recipient)).recipient
 
     async def go() -> ProbeResult:
         async with runtime() as rt:

@@ -9,7 +9,7 @@ import uvloop
 
 from postroute import migrate as migrations
 from postroute.api.runtime import Runtime
-from postroute.cli.common import fail, run
+from postroute.cli.common import fail, run, settings
 from postroute.config import Settings
 from postroute.process import Parts, serve_forever
 
@@ -17,14 +17,15 @@ from postroute.process import Parts, serve_forever
 def migrate() -> None:
     """Apply database migrations (Alembic) up to the newest schema."""
 
+    config = settings()
+
     async def go() -> str:
-        settings = Settings()
-        rt = Runtime.build(settings)
+        rt = Runtime.build(config)
         try:
             await migrations.upgrade(rt.engine)
         finally:
             await rt.close()
-        return settings.db_url.split("://", 1)[0]
+        return config.db_url.split("://", 1)[0]
 
     typer.echo(f"database is up to date ({run(go)})")
 
@@ -32,8 +33,9 @@ def migrate() -> None:
 def serve() -> None:
     """HTTP API, SMTP submission and the delivery worker; the worker in a child process
     when the machine has several CPUs (POSTROUTE_SERVE_WORKER_PROCESS)."""
-    separate = Settings().worker_in_own_process
-    forever(Parts(api=True, worker=True, smtp=True, worker_process=separate))
+    config = settings(create=True)  # the one command besides init that makes a data dir
+    separate = config.worker_in_own_process
+    forever(Parts(api=True, worker=True, smtp=True, worker_process=separate), config)
 
 
 def api() -> None:
@@ -46,12 +48,13 @@ def worker() -> None:
     forever(Parts(api=False, worker=True))
 
 
-def forever(parts: Parts) -> None:
+def forever(parts: Parts, config: Settings | None = None) -> None:
     """Run ``parts`` until stopped; exit status 74 (EX_IOERR) when they stop because an
     fsync of the database failed."""
+    config = config or settings()
     uvloop.install()
     try:
-        status = asyncio.run(serve_forever(Settings(), parts))
+        status = asyncio.run(serve_forever(config, parts))
     except OSError as exc:  # a port in use, an unreadable certificate...
         fail(f"cannot start: {exc.strerror or exc}")
     if status:

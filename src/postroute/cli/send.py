@@ -13,6 +13,13 @@ from postroute.messages import service, views
 from postroute.messages.schemas import SendRequest
 
 FINAL = {"sent", "bounced", "dropped", "delivered"}
+MAX_WAIT = 24 * 3600.0  # seconds: longer is a typo (a worker retries for days, not --wait)
+
+
+def _wait_seconds(value: float) -> float:
+    if not 0 <= value <= MAX_WAIT:  # NaN too
+        raise typer.BadParameter(f"{value} is not between 0 and {MAX_WAIT:.0f} seconds")
+    return value
 
 
 def send(
@@ -26,7 +33,12 @@ def send(
     pool: Annotated[str | None, typer.Option("--pool", help="Pool id or name.")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag")] = None,
     wait: Annotated[
-        float, typer.Option("--wait", help="Seconds to wait for sent/bounced (a worker must run).")
+        float,
+        typer.Option(
+            "--wait",
+            help="Seconds to wait for sent/bounced, 0 to 86400 (a worker must run).",
+            callback=_wait_seconds,
+        ),
     ] = 0.0,
     account: Annotated[str | None, typer.Option("--account")] = None,
 ) -> None:

@@ -18,11 +18,12 @@ import sqlalchemy as sa
 
 from postroute.api.runtime import Runtime
 from postroute.db import transaction
+from postroute.db.changes import Changes, Stale
 from postroute.delivery import repository as queue
 from postroute.delivery.worker import Worker
 from postroute.kit.clock import FakeClock
 from postroute.models import Delivery
-from tests.conftest import BACKEND, Tenant
+from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool, message, send
 from tests.support.relay import Command, RecordingRelay
 
@@ -44,28 +45,26 @@ class HeldData:
         return None  # the relay's usual 250
 
 
-def spy_on_writer(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each hand-off to SQLite's writer returned (nothing recorded on PostgreSQL,
-    which has no writer)."""
-    results: list[bool] = []
-    writer = runtime.writer
-    if writer is None:
-        assert BACKEND != "sqlite", "a SQLite file database has a writer"
-        return results
-    write = writer.write
+def spy_on_store(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What became of each write of described changes: "stored", or "stale" (a guard did
+    not hold: nothing written). The same path on every backend."""
+    results: list[str] = []
+    write = runtime.store.write
 
-    async def recording(build: Callable[[], Any]) -> bool:
-        stored = await write(build)
-        results.append(stored)
-        return stored
+    async def recording(changes: Changes) -> None:
+        try:
+            await write(changes)
+        except Stale:
+            results.append("stale")
+            raise
+        results.append("stored")
 
-    monkeypatch.setattr(writer, "write", recording)
+    monkeypatch.setattr(runtime.store, "write", recording)
     return results
 
 
 async def warm_up(client: httpx.AsyncClient, tenant: Tenant, worker: Worker) -> None:
-    """One message sent and written first: its batch writes the pool's health row (the
-    ordinary path), so that the next batch's outcome can go through the writer."""
+    """One message sent and written first (its batch writes the pool's health row)."""
     (first,) = (await send(client, tenant, to=["first@example.org"]))["messages"]
     await worker.drain()
     assert (await message(client, tenant, first["id"]))["status"] == "sent"
@@ -108,7 +107,7 @@ async def test_a_lost_lease_writes_nothing_of_the_outcome(
     await add_pool(client, tenant, relay.port)
     worker.lease = LEASE
     await warm_up(client, tenant, worker)
-    writes = spy_on_writer(runtime, monkeypatch)
+    writes = spy_on_store(runtime, monkeypatch)
     (sent,) = (await send(client, tenant))["messages"]
 
     async def take_over() -> None:  # the lease runs out; another worker claims the message
@@ -121,8 +120,8 @@ async def test_a_lost_lease_writes_nothing_of_the_outcome(
 
     received = relay.wait_for(2)  # this worker did send it (the relay accepted it)
     assert received[-1].rcpt_tos == ("customer@example.org",)
-    if BACKEND == "sqlite":  # the writer was tried and its lease guard wrote nothing
-        assert writes == [False]
+    # the lease guard wrote nothing; then the rest (the pool's usage) without the message
+    assert writes == ["stale", "stored"]
     detail = await message(client, tenant, sent["id"])
     assert detail["status"] == "queued"
     assert detail["attempts"] == 0
@@ -145,7 +144,7 @@ async def test_a_lease_still_held_writes_the_outcome(
     pool = await add_pool(client, tenant, relay.port)
     worker.lease = LEASE
     await warm_up(client, tenant, worker)
-    writes = spy_on_writer(runtime, monkeypatch)
+    writes = spy_on_store(runtime, monkeypatch)
     (sent,) = (await send(client, tenant))["messages"]
 
     async def nothing() -> None:
@@ -154,8 +153,7 @@ async def test_a_lease_still_held_writes_the_outcome(
     await while_data_is_held(relay, worker, nothing)
 
     received = relay.wait_for(2)[-1]
-    if BACKEND == "sqlite":  # written in one hand-off to the writer
-        assert writes == [True]
+    assert writes == ["stored"]  # one write (on SQLite one hand-off to the writer)
     detail = await message(client, tenant, sent["id"])
     assert detail["status"] == "sent"
     assert detail["attempts"] == 1
@@ -196,7 +194,7 @@ def tries(detail: dict[str, Any]) -> list[tuple[Any, ...]]:
     return [tuple(t[k] for k in keys) for t in detail["delivery_attempts"]]
 
 
-@pytest.mark.parametrize("writer_path", [True, False], ids=["writer", "transaction"])
+@pytest.mark.parametrize("warm", [True, False], ids=["health-written", "health-due"])
 async def test_an_expired_lease_records_the_attempt_it_had_in_flight(
     client: httpx.AsyncClient,
     tenant: Tenant,
@@ -205,24 +203,22 @@ async def test_an_expired_lease_records_the_attempt_it_had_in_flight(
     worker: Worker,
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
-    writer_path: bool,
+    warm: bool,
 ) -> None:
-    """On SQLite the outcome goes through the writer thread (``unit_for``) once the pool's
-    health row is fresh, else through an ordinary transaction (``write``): same rows."""
+    """The same rows whether the batch also writes the pool's health row or not."""
     pool = await add_pool(client, tenant, relay.port)
-    if writer_path:
+    if warm:
         await warm_up(client, tenant, worker)
-    writes = spy_on_writer(runtime, monkeypatch)
+    writes = spy_on_store(runtime, monkeypatch)
     (sent,) = (await send(client, tenant))["messages"]
     await stopped_while_sending(relay, runtime)
-    first = len(relay.wait_for(1 + writer_path))
+    first = len(relay.wait_for(1 + warm))
 
     clock.advance(LEASE.total_seconds() + 1)
     await worker.drain()
 
     assert len(relay.wait_for(first + 1)) == first + 1  # sent twice: both in the history
-    if BACKEND == "sqlite":
-        assert writes == ([True] if writer_path else [])
+    assert writes == ["stored"]
     detail = await message(client, tenant, sent["id"])
     assert detail["status"] == "sent" and detail["attempts"] == 2
     assert tries(detail) == [

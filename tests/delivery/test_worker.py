@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from postroute.api.runtime import Runtime
 from postroute.db import transaction
 from postroute.delivery import repository as queue
-from postroute.delivery.dispatch import InFlight
+from postroute.delivery.flight import InFlight
 from postroute.delivery.worker import HELD, Worker
 from postroute.kit.clock import FakeClock
 from postroute.models import Delivery, SmtpPool
@@ -339,15 +339,15 @@ async def test_a_claim_that_fails_after_leasing_gives_the_messages_back_at_once(
 ) -> None:
     await add_pool(client, tenant, relay.port)
     (sent,) = (await send(client, tenant))["messages"]
-    refresh = worker.directory.refresh
+    refresh = worker.dispatcher.directory.refresh
 
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("reading the pools failed")
 
-    monkeypatch.setattr(worker.directory, "refresh", broken)
+    monkeypatch.setattr(worker.dispatcher.directory, "refresh", broken)
     with pytest.raises(RuntimeError):
         await worker.drain()
-    monkeypatch.setattr(worker.directory, "refresh", refresh)
+    monkeypatch.setattr(worker.dispatcher.directory, "refresh", refresh)
 
     await worker.drain()  # no lease to wait out: the same clock, sent now
     relay.wait_for(1)
@@ -365,14 +365,14 @@ async def test_a_stop_during_a_claim_hands_the_claimed_messages_back_unsent(
     await add_pool(client, tenant, relay.port)
     (sent,) = (await send(client, tenant))["messages"]
     entered, go = asyncio.Event(), asyncio.Event()
-    refresh = worker.directory.refresh
+    refresh = worker.dispatcher.directory.refresh
 
     async def slow(*args: Any, **kwargs: Any) -> None:
         entered.set()
         await go.wait()
         await refresh(*args, **kwargs)
 
-    monkeypatch.setattr(worker.directory, "refresh", slow)
+    monkeypatch.setattr(worker.dispatcher.directory, "refresh", slow)
     run = asyncio.create_task(worker.run())
     await asyncio.wait_for(entered.wait(), 5)  # rows leased, dispatch under way
     await worker.stop(1)
@@ -410,7 +410,7 @@ async def test_a_down_pool_is_probed_while_other_pools_keep_the_worker_busy(
         )
     await send(client, tenant, pool="busy")
     assert await worker._claim_and_dispatch() == 1  # a claim that found work
-    await worker._prober.wait()
+    await worker.dispatcher.prober.wait()
     pool = (await client.get(f"/v1/smtp-pools/{down['id']}", headers=tenant.headers)).json()
     assert pool["health"]["state"] == "healthy"  # probed (the relay answers) and closed
 
@@ -423,7 +423,7 @@ def test_finished_messages_waiting_to_be_written_do_not_hold_up_the_next_claim(
     w = Worker(runtime, owner="room-test")
     w.capacity = 10
     placeholder = cast(InFlight, object())
-    w._inflight = {f"m{i}": placeholder for i in range(10)}
+    w.dispatcher.inflight = {f"m{i}": placeholder for i in range(10)}
     assert (w._free(), w._room()) == (0, False)
     w._finished = [placeholder] * 4  # 6 still being sent
     assert (w._free(), w._room()) == (4, False)
@@ -431,6 +431,6 @@ def test_finished_messages_waiting_to_be_written_do_not_hold_up_the_next_claim(
     assert (w._free(), w._room()) == (5, True)
     w._finished, w._recording = [placeholder] * 2, 8  # being written counts as done
     assert (w._free(), w._room()) == (10, True)
-    w._inflight = {f"m{i}": placeholder for i in range(HELD * 10)}  # all done, none written
+    w.dispatcher.inflight = {f"m{i}": placeholder for i in range(HELD * 10)}  # none written
     w._finished, w._recording = [placeholder] * (HELD * 10), 0
     assert (w._free(), w._room()) == (0, False)

@@ -16,15 +16,16 @@ from typing import Any
 import httpx
 import pytest
 
-from postroute import sqlite_writer
 from postroute.api.runtime import Runtime
 from postroute.config import Settings
+from postroute.db.sqlite import writer as sqlite_writer
 from postroute.process import Parts, serve_forever
 from postroute.smtp import replies
 from postroute.worker_process import EXIT_DISK_FAILED, WorkerProcess
 from tests.conftest import BACKEND, Tenant
 from tests.delivery.conftest import add_pool
 from tests.delivery.conftest import send as send_http
+from tests.delivery.test_lost_lease import HeldData
 from tests.smtp.conftest import BASIC, HOST
 from tests.support.relay import RecordingRelay, closed_port
 
@@ -94,8 +95,8 @@ async def test_a_failed_fsync_of_outcomes_stops_the_worker(
 ) -> None:
     """The worker (in process, as ``postroute worker`` runs it) sends a message, its
     outcome's fsync fails: the process stops cleanly, with 74, not with a traceback.
-    (The first outcome for a pool also writes its health row, the ordinary way: the
-    second message's outcome is the writer's.)"""
+    (The fsync is broken while the relay holds the second message's DATA: that message
+    was stored by the API with an intact disk.)"""
     await add_pool(client, tenant, relay.port, name="outcomes", is_default=True)
     settings = settings.model_copy(
         update={"worker_record_seconds": 0.0, "worker_poll_seconds": 0.05}
@@ -115,8 +116,12 @@ async def test_a_failed_fsync_of_outcomes_stops_the_worker(
             if listed[0]["status"] == "sent":
                 break
             await asyncio.sleep(0.05)
-        monkeypatch.setattr(sqlite_writer, "fsync_wal", broken)
+        held = HeldData()
+        relay.script(data=held)
         await send_http(client, tenant)
+        assert await asyncio.to_thread(held.entered.wait, 10), "DATA never reached the relay"
+        monkeypatch.setattr(sqlite_writer, "fsync_wal", broken)
+        held.release.set()
         status = await asyncio.wait_for(process, 60)
     finally:
         if not process.done():

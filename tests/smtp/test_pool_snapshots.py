@@ -63,7 +63,9 @@ async def patch_pool(
 def cached(server: SmtpServer, tenant: Tenant) -> dict[str, tuple[bool, bool, str | None]]:
     """The handler's cached pools of the tenant: name -> (is_active, is_default,
     from_email). Checked before a send so that a test knows which path it takes."""
-    pools = server.handler._pools[tenant.account_id].pools
+    known = server.handler.submitter.known(tenant.account_id)
+    assert known is not None
+    pools = known.pools
     return {p.name: (p.is_active, p.is_default, p.from_email) for p in pools}
 
 

@@ -15,6 +15,7 @@ from postroute.accounts.guard import TooManyAttempts
 from postroute.accounts.service import AccountContext
 from postroute.api.runtime import Runtime
 from postroute.db import begin_read
+from postroute.messages.submit import Submitter
 
 _bearer = HTTPBearer(
     auto_error=False, description="An API key: `Authorization: Bearer pr_live_...`"
@@ -36,6 +37,17 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def get_submitter(request: Request) -> Submitter:
+    """The app's submit path (its pools cache is kept across requests)."""
+    submitter: Submitter | None = getattr(request.app.state, "submitter", None)
+    if submitter is None:
+        submitter = request.app.state.submitter = Submitter(get_runtime(request))
+    return submitter
+
+
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 
 
 async def current_account(

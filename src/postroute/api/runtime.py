@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from postroute import sqlite_writer
 from postroute.accounts.guard import AuthGuard
 from postroute.config import Settings
 from postroute.db import SessionFactory, create_engine, session_factory
+from postroute.db.sqlite import writer as sqlite_writer
+from postroute.db.sqlite.writer import SqliteWriter
+from postroute.db.store import Store
 from postroute.kit.clock import Clock, SystemClock
 from postroute.kit.crypto import SecretBox
 from postroute.relay.config import ClientOptions
-from postroute.sqlite_writer import SqliteWriter
 
 
 def _no_op() -> None:
@@ -39,8 +40,11 @@ class Runtime:
     stopping: bool = False
     # Limits on key guessing, shared by SMTP AUTH and HTTP Bearer authentication.
     guard: AuthGuard = field(init=False)
+    # Where described writes go (SQLite: one hand-off to the writer thread).
+    store: Store = field(init=False)
 
     def __post_init__(self) -> None:
+        self.store = Store(lambda: self.sessions, self.writer, self.engine.dialect)
         s = self.settings
         self.guard = AuthGuard(
             per_source=s.auth_failures_per_source,

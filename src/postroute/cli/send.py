@@ -11,6 +11,7 @@ from postroute.api.runtime import Runtime
 from postroute.cli.common import fail, resolve_account, run, runtime, validated
 from postroute.messages import service, views
 from postroute.messages.schemas import SendRequest
+from postroute.messages.submit import Submitter
 
 FINAL = {"sent", "bounced", "dropped", "delivered"}
 MAX_WAIT = 24 * 3600.0  # seconds: longer is a typo (a worker retries for days, not --wait)
@@ -53,10 +54,7 @@ def send(
         async with runtime() as rt:
             async with rt.sessions() as session:
                 acct = await resolve_account(session, account)
-                (reply,) = await service.submit_requests(
-                    session, acct.id, [request], rt.clock, batch=False
-                )
-                await session.commit()
+            (reply,) = await Submitter(rt).submit(acct.id, service.drafts([request]))
             lines = [f"{m.id}  {m.to}  queued" for m in reply.messages]
             if wait <= 0:
                 return lines

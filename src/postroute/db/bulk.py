@@ -160,9 +160,10 @@ def named(stmt: sa.ClauseElement, dialect: Dialect) -> Named:
     return Named(str(compiled), names, todo, fixed)
 
 
-def column_bind(table: sa.Table, name: str) -> sa.BindParameter[Any]:
-    """A bind parameter named after a column and typed like it (its processor applies)."""
-    return sa.bindparam(name, type_=table.c[name].type)
+def column_bind(table: sa.Table, name: str, key: str | None = None) -> sa.BindParameter[Any]:
+    """A bind parameter typed like a column (its processor applies), named after it or
+    ``key`` (an UPDATE executed for many rows reserves its columns' names)."""
+    return sa.bindparam(key or name, type_=table.c[name].type)
 
 
 def processed(values: list[Any], todo: _Processed) -> tuple[Any, ...]:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from postroute.db.bulk import fetch_all, insert_many, update_by_key
 
 Row = dict[str, Any]
+Statement = sa.Insert | sa.Update | sa.Delete | sa.TextClause
 
 
 class Stale(Exception):
@@ -34,7 +35,7 @@ class Guard:
     named bind parameters (rows as :func:`fetch_all` returns them), without a statement
     holding its own values (an ``IN`` list), rows as the driver returns them."""
 
-    stmt: sa.Select[Any]
+    stmt: sa.Select[*tuple[Any, ...]]
     params: dict[str, Any] | None
     rows: list[tuple[Any, ...]]
 
@@ -58,7 +59,7 @@ class UpdateByKey:
 class Execute:
     """A statement built once (named bind parameters), run for each row."""
 
-    stmt: sa.Executable
+    stmt: Statement
     rows: list[Row]
 
 
@@ -66,7 +67,7 @@ class Execute:
 class ExecuteOnce:
     """A statement holding its own values (compiled where it runs, not kept)."""
 
-    stmt: sa.Executable
+    stmt: Statement
 
 
 Step = Insert | UpdateByKey | Execute | ExecuteOnce
@@ -82,7 +83,7 @@ class Changes:
 
     def guard(
         self,
-        stmt: sa.Select[Any],
+        stmt: sa.Select[*tuple[Any, ...]],
         rows: Sequence[tuple[Any, ...]],
         params: dict[str, Any] | None = None,
     ) -> None:
@@ -107,11 +108,11 @@ class Changes:
         if rows:
             self.steps.append(UpdateByKey(table, key, list(rows)))
 
-    def execute(self, stmt: sa.Executable, rows: Sequence[Row]) -> None:
+    def execute(self, stmt: Statement, rows: Sequence[Row]) -> None:
         if rows:
             self.steps.append(Execute(stmt, list(rows)))
 
-    def execute_once(self, stmt: sa.Executable) -> None:
+    def execute_once(self, stmt: Statement) -> None:
         self.steps.append(ExecuteOnce(stmt))
 
     def extend(self, other: Changes) -> None:

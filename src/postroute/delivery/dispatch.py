@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from postroute.delivery.health import HealthBook
-from postroute.delivery.repository import Claimed, Envelope
-from postroute.delivery.senders import POOL_DOWN, Report
+from postroute.delivery.senders import POOL_DOWN
 from postroute.models import SmtpPool
 from postroute.relay.errors import SMTP_RATE_LIMIT
 
@@ -20,22 +19,6 @@ BACKLOG_SECONDS = 5.0
 # a rate-limited pool gets at most BACKLOG_SECONDS of work queued; a pool due for its
 # probe is looked at again after PROBE_GRACE
 PROBE_GRACE = timedelta(seconds=5)
-
-
-@dataclass
-class InFlight:
-    """A claimed message while this worker holds it."""
-
-    claimed: Claimed
-    envelope: Envelope
-    content: bytes
-    candidates: list[str]  # pool ids, in the order to try them
-    route_note: str | None = None
-    reports: list[Report] = field(default_factory=list)
-
-    def untried(self) -> list[str]:
-        tried = {r.job.pool_id for r in self.reports}
-        return [p for p in self.candidates if p not in tried]
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,26 @@
-"""Turn what happened to claimed messages into rows: attempts, events, message status,
-queue changes, pool usage and pool health.
-
-Written in batches, one transaction each. Only rows this worker still leases are
-written (a lease that expired and was taken over is left to its new owner).
+"""The ``record`` step: what happened to claimed messages as rows (attempts, events,
+message status, queue changes, pool usage and pool health), and those rows as one
+write (:func:`changes_for`), guarded by the leases: only messages this worker still
+leases are written (a lease that expired and was taken over is left to its new owner).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from postroute import events
+from postroute.db.changes import Changes
 from postroute.delivery import repository as repo
-from postroute.delivery.dispatch import Hold, InFlight
+from postroute.delivery.dispatch import Hold
+from postroute.delivery.flight import InFlight
 from postroute.delivery.health import HealthBook
 from postroute.delivery.retry import RetryPolicy
 from postroute.delivery.senders import POOL_DOWN, Report
+from postroute.events.record import Event, record
 from postroute.kit import ids
-from postroute.models import DeliveryAttempt, Message, MessageEvent
-from postroute.models.base import table_of
 from postroute.pools import repository as pools_repo
 from postroute.relay.results import (
     LEASE_LOST,
@@ -36,13 +32,12 @@ from postroute.relay.results import (
     UnknownOutcome,
     reply_line,
 )
-from postroute.sqlite_unit import Unit
 
 
 @dataclass
 class Rows:
     messages: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     rescheduled: list[dict[str, Any]] = field(default_factory=list)
@@ -52,15 +47,8 @@ class Rows:
     succeeded: set[str] = field(default_factory=set)  # pools that took a message
 
 
-def event_row(fl: InFlight, kind: str, when: datetime, data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": ids.new_id(ids.EVENT),
-        "account_id": fl.claimed.account_id,
-        "message_id": fl.claimed.message_id,
-        "type": kind,
-        "created_at": when,
-        "data": data,
-    }
+def event_row(fl: InFlight, kind: str, when: datetime, data: dict[str, Any]) -> Event:
+    return Event(kind, fl.claimed.account_id, fl.claimed.message_id, when, data)
 
 
 def really_tried(fl: InFlight) -> list[Report]:
@@ -178,92 +166,94 @@ def add_outcome(rows: Rows, fl: InFlight, policy: RetryPolicy, max_age_until: da
     rows.messages.append(message)
 
 
-def add_hold(rows: Rows, fl: InFlight, hold: Hold, now: datetime, max_age_until: datetime) -> None:
+def add_hold(rows: Rows, fl: InFlight, hold: Hold, now: datetime) -> None:
     """No pool can take the message now: it waits, without using an attempt."""
     claimed = fl.claimed
     add_lost(rows, fl, now)
-    reply = f"{hold.error_code}: {hold.reason}"
-    message: dict[str, Any] = {"id": claimed.message_id, "last_reply": reply, "updated_at": now}
-    message["attempts"] = claimed.attempts  # (more than recorded when a lease was lost)
-    if fl.route_note:
-        message["route_note"] = fl.route_note
-    if hold.until > max_age_until:
-        message["status"] = events.DROPPED
-        data = {"reason": f"no pool could take it before the queue lifetime ran out ({reply})"}
-        rows.events.append(event_row(fl, events.DROPPED, now, data))
-        rows.finished.append(claimed.message_id)
-    else:
-        message["status"] = events.DEFERRED
-        data = {
-            "error_code": hold.error_code,
-            "reason": hold.reason,
-            "next_attempt_at": hold.until.isoformat(),
+    message = _untried(fl, f"{hold.error_code}: {hold.reason}", now)
+    message["status"] = events.DEFERRED
+    data = {
+        "error_code": hold.error_code,
+        "reason": hold.reason,
+        "next_attempt_at": hold.until.isoformat(),
+    }
+    rows.events.append(event_row(fl, events.DEFERRED, now, data))
+    rows.rescheduled.append(
+        {
+            "message_id": claimed.message_id,
+            "next_attempt_at": hold.until,
+            "attempts": claimed.attempts,
+            "pool_id": claimed.pool_id,
         }
-        rows.events.append(event_row(fl, events.DEFERRED, now, data))
-        rows.rescheduled.append(
-            {
-                "message_id": claimed.message_id,
-                "next_attempt_at": hold.until,
-                "attempts": claimed.attempts,
-                "pool_id": claimed.pool_id,
-            }
-        )
+    )
     rows.messages.append(message)
 
 
-async def write(
-    session: AsyncSession, owner: str, rows: Rows, ids_: Sequence[str], book: HealthBook
-) -> list[tuple[str, datetime]]:
-    """Write ``rows`` for the messages in ``ids_`` that this worker still leases. Returns
-    the pools whose health row was written (for ``HealthBook.written`` after the commit)."""
-    owned = await repo.still_leased(session, owner, list(ids_))
-    keep = _only(rows, owned)
-    await repo.add_attempts(session, keep.attempts)
-    await repo.add_events(session, keep.events)
-    await repo.update_messages(session, keep.messages)
-    await repo.finish(session, keep.finished)
-    await repo.reschedule(session, keep.rescheduled)
-    for pool_id in set(keep.sent) | set(keep.refunds):
-        day = rows.touched.get(pool_id)
-        if day is not None:
-            await pools_repo.add_usage(
-                session, pool_id, day.date(), sent=keep.sent[pool_id] - keep.refunds[pool_id]
-            )
-    written = []
-    for pool_id, when in rows.touched.items():
-        if book.needs_write(pool_id, when) and await _write_health(
-            session, pool_id, book, when, pool_id in rows.succeeded
-        ):
-            written.append((pool_id, when))
-    return written
+def add_dropped(rows: Rows, fl: InFlight, reason: str, now: datetime) -> None:
+    """The message will never be sent (no attempt): final."""
+    add_lost(rows, fl, now)
+    message = _untried(fl, reason, now)
+    message["status"] = events.DROPPED
+    rows.events.append(event_row(fl, events.DROPPED, now, {"reason": reason}))
+    rows.finished.append(fl.claimed.message_id)
+    rows.messages.append(message)
 
 
-def unit_for(rows: Rows, owner: str, book: HealthBook, dialect: Dialect) -> Unit | None:
-    """:func:`write` for a SQLite writer, in one hand-off: written only if this worker
-    still leases every message (else nothing, and :func:`write` sorts them out). None
-    when a pool's health row is due (that needs a locked read: :func:`write` does it)."""
-    if any(book.needs_write(pool_id, when) for pool_id, when in rows.touched.items()):
-        return None
-    unit = Unit(dialect)
-    repo.unit_queue_changes(unit, owner, rows.finished, rows.rescheduled)
-    unit.insert(table_of(DeliveryAttempt), rows.attempts)
-    unit.insert(table_of(MessageEvent), rows.events)
-    unit.update(table_of(Message), "id", rows.messages)
+def _untried(fl: InFlight, reply: str, now: datetime) -> dict[str, Any]:
+    """The message row's changes when no send was tried."""
+    message: dict[str, Any] = {"id": fl.claimed.message_id, "last_reply": reply, "updated_at": now}
+    message["attempts"] = fl.claimed.attempts  # (more than recorded when a lease was lost)
+    if fl.route_note:
+        message["route_note"] = fl.route_note
+    return message
+
+
+def changes_for(rows: Rows, owner: str, book: HealthBook) -> Changes:
+    """``rows`` as one write, only while this worker still leases every message of it
+    (else :class:`~postroute.db.changes.Stale`: see :func:`only`). Pools whose health
+    is due (``HealthBook.needs_write``) get their row written too."""
+    changes = Changes()
+    repo.guard_leases(changes, owner, [m["id"] for m in rows.messages])
+    repo.finish(changes, owner, rows.finished)
+    repo.reschedule(changes, owner, rows.rescheduled)
+    repo.add_attempts(changes, rows.attempts)
+    record(changes, rows.events)
+    repo.update_messages(changes, rows.messages)
     for pool_id in set(rows.sent) | set(rows.refunds):
         day = rows.touched.get(pool_id)
         if day is not None:
             count = rows.sent[pool_id] - rows.refunds[pool_id]
-            pools_repo.unit_add_usage(unit, pool_id, day.date(), sent=count)
-    return unit
+            pools_repo.add_usage(changes, pool_id, day.date(), sent=count)
+    for pool_id, when in health_due(rows, book):
+        h = book.get(pool_id)
+        pools_repo.write_health(
+            changes,
+            pool_id,
+            failures=h.failures,
+            down=h.down,
+            down_until=h.down_until,
+            effective_rate=h.effective_rate,
+            last_error=h.last_error,
+            checked_at=when,
+            succeeded=pool_id in rows.succeeded,
+        )
+    return changes
 
 
-def _only(rows: Rows, owned: set[str]) -> Rows:
+def health_due(rows: Rows, book: HealthBook) -> list[tuple[str, datetime]]:
+    """The pools whose health row the write of ``rows`` includes, and as of when."""
+    return [(p, when) for p, when in rows.touched.items() if book.needs_write(p, when)]
+
+
+def only(rows: Rows, owned: set[str]) -> Rows:
+    """``rows`` for the messages in ``owned`` (the leases this worker still holds)."""
+
     def mine(row: dict[str, Any], key: str) -> bool:
         return str(row[key]) in owned
 
     return Rows(
         messages=[r for r in rows.messages if mine(r, "id")],
-        events=[r for r in rows.events if mine(r, "message_id")],
+        events=[e for e in rows.events if e.message_id in owned],
         attempts=[r for r in rows.attempts if mine(r, "message_id")],
         finished=[m for m in rows.finished if m in owned],
         rescheduled=[r for r in rows.rescheduled if mine(r, "message_id")],
@@ -272,27 +262,3 @@ def _only(rows: Rows, owned: set[str]) -> Rows:
         touched=rows.touched,
         succeeded=rows.succeeded,
     )
-
-
-async def _write_health(
-    session: AsyncSession, pool_id: str, book: HealthBook, now: datetime, succeeded: bool
-) -> bool:
-    pool = await pools_repo.get_pool_for_update(session, pool_id)
-    if pool is None:
-        return False
-    h = book.get(pool_id)
-    if pool.health_state == "down" and not h.down and not succeeded:
-        return False  # another worker opened the circuit; only a success or a probe closes it
-    pool.consecutive_failures = h.failures
-    pool.effective_rate = h.effective_rate
-    pool.health_last_checked_at = now
-    if h.last_error is not None:
-        pool.health_last_error = h.last_error
-    if h.down:
-        if pool.health_state != "down":
-            pool.health_state, pool.down_until = "down", h.down_until
-    elif h.failures or h.effective_rate is not None:
-        pool.health_state, pool.down_until = "degraded", None
-    else:
-        pool.health_state, pool.down_until = "healthy", None
-    return True

@@ -1,4 +1,5 @@
-"""All SQL of the delivery queue: claim with leases, load what to send, record outcomes."""
+"""All SQL of the delivery queue: claim with leases, load what to send, and the writes of
+outcomes (described into a :class:`~postroute.db.changes.Changes`, guarded by the leases)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postroute.db import column_bind, insert_many, update_by_key
+from postroute.db import column_bind
+from postroute.db.changes import Changes
 from postroute.kit.clock import as_utc
-from postroute.models import (
-    Delivery,
-    DeliveryAttempt,
-    Message,
-    MessageContent,
-    MessageEvent,
-)
+from postroute.models import Delivery, DeliveryAttempt, Message, MessageContent
 from postroute.models.base import table_of
-from postroute.sqlite_unit import Unit
 
 QUEUED = "queued"
 LEASED = "leased"
@@ -122,17 +117,6 @@ async def still_leased(session: AsyncSession, owner: str, ids: Sequence[str]) ->
     return set((await session.scalars(stmt)).all())
 
 
-async def finish(session: AsyncSession, ids: Sequence[str]) -> None:
-    if ids:
-        await session.execute(sa.delete(Delivery).where(Delivery.message_id.in_(ids)))
-
-
-async def reschedule(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows of ``message_id, next_attempt_at, attempts, pool_id``: back to the queue."""
-    values = [{**r, "state": QUEUED, "lease_owner": None, "lease_expires_at": None} for r in rows]
-    await update_by_key(session, table_of(Delivery), "message_id", values)
-
-
 async def release(
     session: AsyncSession, owner: str, ids: Sequence[str], now: datetime, *, cut_off: bool = False
 ) -> None:
@@ -151,17 +135,16 @@ async def release(
 
 
 def _column(name: str) -> sa.BindParameter[Any]:
-    return column_bind(table_of(Delivery), name)
+    return column_bind(table_of(Delivery), name, f"b_{name}")
 
 
-_OWNED = (
-    Delivery.message_id == sa.bindparam("message_id"),
-    Delivery.lease_owner == sa.bindparam("owner"),
-)
 _IN_CHUNK = 10_000  # ids per IN list (SQLite binds at most 32766 values)
 _RESCHEDULE = (
     sa.update(Delivery)
-    .where(*_OWNED)
+    .where(
+        Delivery.message_id == sa.bindparam("b_message_id"),
+        Delivery.lease_owner == sa.bindparam("b_owner"),
+    )
     .values(
         state=QUEUED,
         lease_owner=sa.null(),
@@ -173,29 +156,43 @@ _RESCHEDULE = (
 )
 
 
-def unit_queue_changes(
-    unit: Unit, owner: str, finished: Sequence[str], rescheduled: Sequence[dict[str, Any]]
-) -> None:
-    """:func:`finish` and :func:`reschedule` for a SQLite writer's unit, each row only
-    while ``owner`` leases it: the unit is written only if every row still is."""
-    for start in range(0, len(finished), _IN_CHUNK):  # one statement: one step in SQLite
-        ids = finished[start : start + _IN_CHUNK]
-        done = sa.delete(Delivery).where(
-            Delivery.lease_owner == owner, Delivery.message_id.in_(ids)
+def guard_leases(changes: Changes, owner: str, ids: Sequence[str]) -> None:
+    """``changes`` is written only while ``owner`` still leases every one of ``ids`` (on
+    PostgreSQL the rows are locked until the commit): a lease that expired and was
+    taken over by another worker is left to it (:class:`~postroute.db.changes.Stale`)."""
+    wanted = sorted(set(ids))
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        stmt = (
+            sa.select(Delivery.message_id)
+            .where(Delivery.lease_owner == owner, Delivery.message_id.in_(chunk))
+            .order_by(Delivery.message_id)
+            .with_for_update()
         )
-        unit.execute_once(done, expect=len(ids))
-    again = [{**r, "owner": owner} for r in rescheduled]
-    unit.execute(_RESCHEDULE, again, expect=len(again))
+        changes.guard(stmt, [(m,) for m in chunk])
 
 
-async def update_messages(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+def finish(changes: Changes, owner: str, ids: Sequence[str]) -> None:
+    """Remove from the queue the rows of messages that reached a final state."""
+    for start in range(0, len(ids), _IN_CHUNK):  # one statement: one step in SQLite
+        chunk = ids[start : start + _IN_CHUNK]
+        stmt = sa.delete(Delivery).where(
+            Delivery.lease_owner == owner, Delivery.message_id.in_(chunk)
+        )
+        changes.execute_once(stmt)
+
+
+def reschedule(changes: Changes, owner: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of ``message_id, next_attempt_at, attempts, pool_id``: back to the queue."""
+    changes.execute(
+        _RESCHEDULE, [{"b_owner": owner, **{f"b_{k}": v for k, v in r.items()}} for r in rows]
+    )
+
+
+def update_messages(changes: Changes, rows: Sequence[dict[str, Any]]) -> None:
     """Rows of ``id`` and the columns to set (not the same columns in every row)."""
-    await update_by_key(session, table_of(Message), "id", rows)
+    changes.update(table_of(Message), "id", rows)
 
 
-async def add_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    await insert_many(session, table_of(MessageEvent), rows)
-
-
-async def add_attempts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    await insert_many(session, table_of(DeliveryAttempt), rows)
+def add_attempts(changes: Changes, rows: Sequence[dict[str, Any]]) -> None:
+    changes.insert(table_of(DeliveryAttempt), rows)

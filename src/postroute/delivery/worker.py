@@ -1,14 +1,13 @@
-"""The delivery worker: claim due messages, pick a pool for each, send, fail over, record.
+"""The delivery worker: the loop, the claims and the capacity; the pipeline's steps are
+:mod:`postroute.delivery.pipeline`'s, run by the :class:`Dispatcher`.
 
-Loop: claim up to ``capacity - in flight`` rows (leases) and, in the same transaction,
-load their envelopes and content, take today's daily-limit slots, and decide per
-message (``dispatch.pick``): a pool's sender takes it, or it waits (pool down, daily
-limit reached, rate backlog full) without using an attempt. Relay-level trouble moves
-a message to its next candidate pool, unless its content went out without a reply
-(``UnknownOutcome``: retried later on that pool). A recorder task writes outcomes in
-batches.
-``drain()`` works until nothing is due (tests); ``stop()`` stops claiming, gives back
-jobs not started and lets running ones finish.
+Loop: claim up to ``capacity - in flight`` rows (leases), read what they need, run
+``choose_pool`` for each (under a row lock of the daily counters when a pool has a daily
+limit), hand the takes to the pools' senders. What became of each message comes back
+through the dispatcher and is written in batches (``record``), one transaction each,
+only for messages this worker still leases. ``drain()`` works until nothing is due
+(tests); ``stop()`` stops claiming, gives back jobs not started and lets running ones
+finish.
 """
 
 from __future__ import annotations
@@ -25,26 +24,15 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute.api.runtime import Runtime
-from postroute.db import begin_read, transaction
-from postroute.delivery import recorder
+from postroute.db.changes import Changes, Stale, apply
+from postroute.db.engine import begin_read, transaction
+from postroute.delivery import pipeline, recorder
 from postroute.delivery import repository as repo
-from postroute.delivery.dispatch import Budget, Hold, InFlight, Take, pick
-from postroute.delivery.health import HealthBook
-from postroute.delivery.limits import (
-    LocalConnectionSlots,
-    LocalRateLimiter,
-    RedisConnectionSlots,
-    RedisRateLimiter,
-)
-from postroute.delivery.pacing import Pacer, windows_for
-from postroute.delivery.probes import Prober
-from postroute.delivery.retry import RetryPolicy
-from postroute.delivery.routing import PoolDirectory
-from postroute.delivery.senders import POOL_DOWN, Job, PoolSender, Report, SenderDeps
-from postroute.messages.prepare import prepared_mime
+from postroute.delivery.dispatch import Budget, Hold, Take
+from postroute.delivery.dispatcher import Dispatcher, write_budget
+from postroute.delivery.flight import InFlight
+from postroute.delivery.senders import POOL_DOWN
 from postroute.pools import repository as pools_repo
-from postroute.relay.errors import SMTP_RATE_LIMIT
-from postroute.relay.results import RelayDown, Sent, UnknownOutcome
 
 log = logging.getLogger("postroute.delivery")
 HELD = 4  # claimed messages per worker at most, in batches (being sent or to be written)
@@ -55,37 +43,21 @@ class Worker:
         self.rt = runtime
         s = runtime.settings
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.policy = RetryPolicy(s.retry_attempts, s.retry_base_seconds)
         self.capacity = s.worker_batch_size
         self.lease = timedelta(seconds=s.lease_seconds)
-        self.max_age = timedelta(hours=s.max_queue_hours)
         self._poll = s.worker_poll_seconds
         self._record_delay = s.worker_record_seconds
-        self.directory = PoolDirectory(runtime.box)
-        self.health = HealthBook(
-            failures_to_open=s.breaker_failures,
-            cooldown=timedelta(seconds=s.breaker_cooldown_seconds),
-            recovery=timedelta(seconds=s.throttle_recovery_seconds),
-        )
-        redis = runtime.redis
-        self._deps = SenderDeps(
-            options=runtime.client_options,
-            clock=runtime.clock,
-            report=self._on_report,
-            gate=self._gate,
-            pacer=Pacer(RedisRateLimiter(redis) if redis else LocalRateLimiter(), self._windows),
-            slots=RedisConnectionSlots(redis) if redis else LocalConnectionSlots(),
-            idle_seconds=s.connection_idle_seconds,
-        )
-        self._prober = Prober(runtime, self.directory, self.health)
-        self._senders: dict[str, PoolSender] = {}
-        self._inflight: dict[str, InFlight] = {}
+        self.dispatcher = Dispatcher(runtime, self._finish, timedelta(hours=s.max_queue_hours))
+        self.health = self.dispatcher.health
         self._finished: list[InFlight] = []
         self._recording = 0  # finished messages in the transaction being written
-        self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._reported = asyncio.Event()
         self._stopping = False
+
+    @property
+    def _inflight(self) -> dict[str, InFlight]:
+        return self.dispatcher.inflight
 
     # -- control ---------------------------------------------------------------------------
 
@@ -123,14 +95,14 @@ class Worker:
         while True:
             claimed = await self._claim_and_dispatch()
             await self._settle()
-            await self._prober.wait()
+            await self.dispatcher.prober.wait()
             if claimed == 0:
                 return
 
     async def stop(self, grace: float = 30.0) -> None:
         self._stopping = True
         self._wake.set()
-        pending = [job.message_id for s in self._senders.values() for job in s.take_pending()]
+        pending = self.dispatcher.take_pending()
         try:
             await self._release(pending)
             await asyncio.wait_for(self._settle(), grace)
@@ -150,18 +122,14 @@ class Worker:
             log.exception("stopping: outcomes not written; sent again once their leases expire")
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(s.close() for s in self._senders.values()))
-        await self._prober.close()
+        await self.dispatcher.close()
 
     # -- claiming and deciding -------------------------------------------------------------
 
     async def _claim_and_dispatch(self) -> int:
         """Lease due rows (the only step that always takes SQLite's write lock), read what
-        to send without the lock, decide per message; write only when there is something
-        to write (daily-limit slots, messages that must wait)."""
+        to send without the lock, run ``choose_pool``; write only when there is something
+        to write (daily-limit slots, messages stopped before a send)."""
         now = self.rt.clock.now()
         limit = self._free()
         if limit == 0:
@@ -169,7 +137,7 @@ class Worker:
         async with transaction(self.rt.sessions) as session:
             claimed = await repo.claim(session, self.owner, now, self.lease, limit)
             if not claimed:
-                await self._prober.start_due(session, now)
+                await self.dispatcher.prober.start_due(session, now)
                 return 0
         try:
             takes = await self._dispatch(claimed, now)
@@ -182,176 +150,61 @@ class Worker:
                 await self._give_back(takes, now)
             return 0
         for fl, take in takes:
-            self._inflight[fl.claimed.message_id] = fl
-            self._submit(fl, take.pool_id, take.reserved)
+            self.dispatcher.send(fl, take)
         return len(claimed)
 
     async def _dispatch(
         self, claimed: list[repo.Claimed], now: datetime
     ) -> list[tuple[InFlight, Take]]:
         """Read what the leased messages need, decide, write what must be written."""
+        d = self.dispatcher
         async with transaction(self.rt.sessions) as session:  # leased rows: only reads
             await begin_read(session)
             ids = [c.message_id for c in claimed]
             envelopes = await repo.load_envelopes(session, ids)
             contents = await repo.load_contents(session, {e.content_id for e in envelopes.values()})
-            await self.directory.refresh(session, {c.account_id for c in claimed})
-        for pool in self.directory.by_id.values():
-            self.health.sync(
-                pool.id, pool.health_state, pool.consecutive_failures, pool.down_until, now
-            )
-        limited = [p for p in self.directory.by_id.values() if p.daily_limit is not None]
+            await d.directory.refresh(session, {c.account_id for c in claimed})
+        for p in d.directory.by_id.values():
+            d.health.sync(p.id, p.health_state, p.consecutive_failures, p.down_until, now)
+        limited = [p for p in d.directory.by_id.values() if p.daily_limit is not None]
+        budget = Budget({})
         if limited:  # slots are reserved under the lock, so they are exact across workers
             async with transaction(self.rt.sessions) as session:
                 used = await pools_repo.lock_usage(session, [p.id for p in limited], now.date())
                 budget = Budget({p.id: (p.daily_limit or 0) - used.get(p.id, 0) for p in limited})
-                takes, holds = self._decide(claimed, envelopes, contents, budget, now)
-                await self._write_decisions(session, budget, holds, now)
+                takes, stopped = d.decide(claimed, envelopes, contents, budget, now)
+                await self._write_decisions(session, budget, stopped, now)
         else:
-            budget = Budget({})
-            takes, holds = self._decide(claimed, envelopes, contents, budget, now)
-            if holds.messages:
+            takes, stopped = d.decide(claimed, envelopes, contents, budget, now)
+            if stopped.messages:
                 async with transaction(self.rt.sessions) as session:
-                    await self._write_decisions(session, budget, holds, now)
-        if self._prober.due(now):  # a down pool is probed even while others are busy
+                    await self._write_decisions(session, budget, stopped, now)
+        if d.prober.due(now):  # a down pool is probed even while others are busy
             async with transaction(self.rt.sessions) as session:
-                await self._prober.start_due(session, now)
+                await d.prober.start_due(session, now)
         return takes
 
-    def _decide(
-        self,
-        claimed: list[repo.Claimed],
-        envelopes: dict[str, repo.Envelope],
-        contents: dict[str, bytes],
-        budget: Budget,
-        now: datetime,
-    ) -> tuple[list[tuple[InFlight, Take]], recorder.Rows]:
-        """Per message: the pool that takes it now, or why and until when it waits."""
-        takes: list[tuple[InFlight, Take]] = []
-        holds = recorder.Rows()
-        backlog = {pid: (s.backlog, self._rate(pid)) for pid, s in self._senders.items()}
-        for item in claimed:
-            envelope = envelopes[item.message_id]
-            route, pools = self.directory.candidates(item.account_id, item.pool_id)
-            fl = InFlight(item, envelope, contents[envelope.content_id], [p.id for p in pools])
-            fl.route_note = route.note if route else None
-            decision = pick(pools, self.health, budget, backlog, now)
-            if isinstance(decision, Take):
-                takes.append((fl, decision))
-                queued, rate = backlog.get(decision.pool_id, (0, None))
-                backlog[decision.pool_id] = (queued + 1, rate)
-            else:
-                recorder.add_hold(holds, fl, decision, now, item.created_at + self.max_age)
-        return takes, holds
-
     async def _write_decisions(
-        self, session: AsyncSession, budget: Budget, holds: recorder.Rows, now: datetime
+        self, session: AsyncSession, budget: Budget, stopped: recorder.Rows, now: datetime
     ) -> None:
-        await _write_budget(session, budget, now)
-        await recorder.write(
-            session, self.owner, holds, [h["id"] for h in holds.messages], self.health
+        """The budget taken and the messages stopped before a send, in the caller's
+        transaction (it holds the write lock, or on PostgreSQL the leases it guards)."""
+        ids = [m["id"] for m in stopped.messages]
+        owned = await repo.still_leased(session, self.owner, ids)
+        rows = recorder.only(stopped, owned)
+        await write_budget(
+            session, budget, now, recorder.changes_for(rows, self.owner, self.health)
         )
 
-    def _submit(self, fl: InFlight, pool_id: str, reserved: bool) -> None:
-        data = prepared_mime(fl.envelope, fl.content, pool_id)
-        e = fl.envelope
-        job = Job(e.message_id, pool_id, e.from_email, e.to_email, data, reserved)
-        self._sender_for(pool_id).submit(job)
-
-    def _sender_for(self, pool_id: str) -> PoolSender:
-        relay = self.directory.relay(pool_id)
-        max_connections = self.directory.by_id[pool_id].max_connections
-        sender = self._senders.get(pool_id)
-        if sender is None:
-            sender = PoolSender(pool_id, relay, max_connections, self._deps)
-            self._senders[pool_id] = sender
-        else:
-            sender.configure(relay, max_connections)
-        return sender
-
-    def _rate(self, pool_id: str) -> float | None:
-        configured = self.directory.rate(pool_id)
-        effective = self.health.get(pool_id).effective_rate
-        rates = [r for r in (configured, effective) if r is not None]
-        return min(rates) if rates else None
-
-    def _windows(self, pool_id: str) -> list[tuple[str, int, float]]:
-        configured = self.directory.rate(pool_id)
-        return windows_for(configured, self.health.get(pool_id).effective_rate, pool_id)
-
-    def _gate(self, pool_id: str) -> str | None:
-        return None if self.health.usable(pool_id) else f"pool {pool_id} is down (circuit open)"
-
-    # -- outcomes and failover -------------------------------------------------------------
-
-    def _on_report(self, report: Report) -> None:
-        fl = self._inflight.get(report.job.message_id)
-        if fl is None:
-            return
-        fl.reports.append(report)
-        pool_id, outcome, now = report.job.pool_id, report.outcome, report.finished_at
-        configured = self.directory.rate(pool_id)
-        if isinstance(outcome, Sent):
-            self.health.success(pool_id, now)
-            self.health.recover(pool_id, configured, now)
-        elif isinstance(outcome, RelayDown | UnknownOutcome):
-            if outcome.error_code == SMTP_RATE_LIMIT:
-                rate = self.health.throttled(pool_id, configured, now)
-                log.warning("pool %s throttles us: effective rate now %.2f/s", pool_id, rate)
-            elif outcome.error_code != POOL_DOWN and self.health.failure(
-                pool_id, outcome.error_code, now
-            ):
-                log.warning(
-                    "pool %s is down after repeated failures: %s", pool_id, outcome.error_code
-                )
-            # Content sent without a reply (UnknownOutcome): the relay may have it, so no
-            # other pool gets it now; it is retried later on this one.
-            if isinstance(outcome, RelayDown) and fl.untried():
-                task = asyncio.create_task(self._fail_over(fl))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                return
-        self._finish(fl)
-
-    async def _fail_over(self, fl: InFlight) -> None:
-        """Move the message to the next candidate pool that can take it now."""
-        try:
-            now = self.rt.clock.now()
-            for pool_id in fl.untried():
-                pool = self.directory.by_id[pool_id]
-                backlog = (
-                    {pool_id: (self._senders[pool_id].backlog, self._rate(pool_id))}
-                    if pool_id in self._senders
-                    else {}
-                )
-                budget = Budget({})
-                if pool.daily_limit is None:  # nothing to reserve: no transaction
-                    decision = pick([pool], self.health, budget, backlog, now)
-                    if budget.throttled:
-                        async with transaction(self.rt.sessions) as session:
-                            await _write_budget(session, budget, now)
-                else:
-                    async with transaction(self.rt.sessions) as session:
-                        used = await pools_repo.lock_usage(session, [pool_id], now.date())
-                        budget.left[pool_id] = pool.daily_limit - used[pool_id]
-                        decision = pick([pool], self.health, budget, backlog, now)
-                        await _write_budget(session, budget, now)
-                if isinstance(decision, Take):
-                    self._submit(fl, decision.pool_id, decision.reserved)
-                    return
-                fl.candidates.remove(pool_id)
-        except Exception:
-            log.exception("failover of %s failed", fl.claimed.message_id)
-        self._finish(fl)
+    # -- recording -------------------------------------------------------------------------
 
     def _finish(self, fl: InFlight) -> None:
+        """A message's tries are over (the dispatcher's callback): record it."""
         had_room = self._room()
         self._finished.append(fl)
         self._reported.set()
         if not had_room and self._room():  # half the senders' work is done: claim more
             self._wake.set()  # (once, when room opens; not on every finished message)
-
-    # -- recording -------------------------------------------------------------------------
 
     async def _settle(self) -> None:
         while self._inflight:
@@ -391,21 +244,23 @@ class Worker:
             return
         batch, self._finished = self._finished, []
         self._recording += len(batch)
+        d = self.dispatcher
         rows = recorder.Rows()
         for fl in batch:
             if recorder.really_tried(fl):
-                recorder.add_outcome(rows, fl, self.policy, fl.claimed.created_at + self.max_age)
-            else:  # no pool could be tried at all: wait for the earliest to come back
-                now = fl.reports[-1].finished_at
-                pools = [
-                    self.directory.by_id[p] for p in fl.candidates if p in self.directory.by_id
-                ]
-                hold = pick(pools, self.health, Budget({}), {}, now)
-                if isinstance(hold, Take):  # came back meanwhile: try again soon
-                    hold = Hold(now, POOL_DOWN, "pool came back")
-                recorder.add_hold(rows, fl, hold, now, fl.claimed.created_at + self.max_age)
+                pipeline.record(
+                    rows, fl, None, fl.reports[-1].finished_at, d.policy, d.deadline(fl)
+                )
+                continue
+            # no pool could be tried at all: wait for the earliest to come back
+            now = fl.reports[-1].finished_at
+            pools = [d.directory.by_id[p] for p in fl.candidates if p in d.directory.by_id]
+            step = pipeline.choose_pool(fl, pools, d.health, Budget({}), {}, now, d.deadline(fl))
+            if isinstance(step, Take):  # came back meanwhile: try again soon
+                step = Hold(now, POOL_DOWN, "pool came back")
+            pipeline.record(rows, fl, step, now, d.policy, d.deadline(fl))
         try:
-            written = await self._write(rows, [fl.claimed.message_id for fl in batch])
+            written = await self._write(rows)
         except Exception:
             self._finished = batch + self._finished  # keep them; the leases still hold
             self._reported.set()
@@ -419,29 +274,35 @@ class Worker:
         if self._room():
             self._wake.set()
 
-    async def _write(self, rows: recorder.Rows, ids: list[str]) -> list[tuple[str, datetime]]:
-        """Outcomes in one hand-off to SQLite's writer when it can take them, else (or when
-        a lease was lost meanwhile) in an ordinary transaction."""
-        writer = self.rt.writer
-        if writer is not None:
+    async def _write(self, rows: recorder.Rows) -> list[tuple[str, datetime]]:
+        """The batch as one write; a lease taken over meanwhile (``Stale``) leaves that
+        message to its new owner and the rest is written. Returns the pools whose health
+        row was written (for ``HealthBook.written`` after the commit)."""
+        while True:
+            due = recorder.health_due(rows, self.health)
             try:
-                unit = recorder.unit_for(rows, self.owner, self.health, self.rt.engine.dialect)
-            except Exception:  # a bug, not the database: the ordinary path still works
-                log.exception("building the outcomes' statements failed")
-                unit = None
-            if unit is not None and await writer.write(lambda: unit):
-                return []
-        async with transaction(self.rt.sessions) as session:
-            return await recorder.write(session, self.owner, rows, ids, self.health)
+                await self.rt.store.write(recorder.changes_for(rows, self.owner, self.health))
+                return due
+            except Stale:
+                ids = [m["id"] for m in rows.messages]
+                async with transaction(self.rt.sessions) as session:
+                    await begin_read(session)
+                    owned = await repo.still_leased(session, self.owner, ids)
+                log.info(
+                    "%d leases were taken over before their outcomes were written",
+                    len(ids) - len(owned),
+                )
+                rows = recorder.only(rows, owned)
 
     async def _give_back(self, takes: list[tuple[InFlight, Take]], now: datetime) -> None:
         """Release messages that were taken but not sent, with their daily-limit slots."""
         unused = Counter(take.pool_id for _, take in takes if take.reserved)
+        changes = Changes()
+        for pool_id, count in unused.items():
+            pools_repo.add_usage(changes, pool_id, now.date(), sent=-count)
         async with transaction(self.rt.sessions) as session:
-            ids = [fl.claimed.message_id for fl, _ in takes]
-            await repo.release(session, self.owner, ids, now)
-            for pool_id, count in unused.items():
-                await pools_repo.add_usage(session, pool_id, now.date(), sent=-count)
+            await repo.release(session, self.owner, [fl.claimed.message_id for fl, _ in takes], now)
+            await apply(session, changes)
 
     async def _release(self, ids: list[str], *, cut_off: bool = False) -> None:
         if not ids:
@@ -450,11 +311,3 @@ class Worker:
             await repo.release(session, self.owner, ids, self.rt.clock.now(), cut_off=cut_off)
         for message_id in ids:
             self._inflight.pop(message_id, None)
-
-
-async def _write_budget(session: AsyncSession, budget: Budget, now: datetime) -> None:
-    """Today's reserved daily-limit slots and throttled counts, per pool."""
-    for pool_id, count in budget.reserved.items():
-        await pools_repo.add_usage(session, pool_id, now.date(), sent=count)
-    for pool_id, count in budget.throttled.items():
-        await pools_repo.add_usage(session, pool_id, now.date(), throttled=count)

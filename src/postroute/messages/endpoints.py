@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -10,12 +11,15 @@ from fastapi import APIRouter, Body, Header, Query, status
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import IntegrityError
 
-from postroute.api.deps import AccountDep, RuntimeDep, SessionDep
+from postroute import errors
+from postroute.api.deps import AccountDep, RuntimeDep, SessionDep, SubmitterDep
 from postroute.api.errors import responses
 from postroute.api.params import ID_PATTERN, TEXT_MAX, TEXT_PATTERN, Timestamp, object_id
 from postroute.api.routing import JsonRoute
 from postroute.db import begin_read
+from postroute.db.changes import Changes
 from postroute.messages import service, views
+from postroute.messages.planning import Planned
 from postroute.messages.repository import MessageFilter
 from postroute.messages.schemas import (
     SendBatchRequest,
@@ -23,6 +27,7 @@ from postroute.messages.schemas import (
     SendRequest,
     SendResponse,
 )
+from postroute.messages.submit import Submitter
 from postroute.messages.validation import MAX_TAG_LENGTH
 from postroute.messages.validation import TEXT_PATTERN as TAG_PATTERN
 from postroute.messages.views import CURSOR_PATTERN, MessageDetail, MessageList, MessageStatus
@@ -79,54 +84,50 @@ async def _send(
     account: AccountDep,
     session: SessionDep,
     rt: RuntimeDep,
+    submitter: Submitter,
 ) -> Response:
     ttl = timedelta(hours=rt.settings.idempotency_hours)
     body_hash = service.request_hash(_canonical(requests, batch)) if key else ""
 
-    async def replay(*, write: bool = True) -> JSONResponse | None:
+    async def replay() -> JSONResponse | None:
         if not key:
             return None
+        await begin_read(session)
         found = await service.idempotent_replay(
-            session, account.account_id, key, body_hash, rt.clock, ttl, forget=write
+            session, account.account_id, key, body_hash, rt.clock, ttl
         )
+        await session.commit()
         if found is None:
             return None
         headers = {"Idempotent-Replayed": "true"}
         return JSONResponse(found.response, status_code=found.status_code, headers=headers)
 
-    # Read first (a replay answers before the pools are checked again), then compose
-    # outside any transaction: SQLite has one writer, and the write below is inserts only.
-    await begin_read(session)
-    if (replayed := await replay(write=False)) is not None:
+    def reply_of(planned: Sequence[Planned]) -> bytes:
+        replies = planned[0].replies
+        reply = SendBatchResponse.model_construct(data=replies) if batch else replies[0]
+        return reply.model_dump_json().encode()  # pydantic's serialiser: no dict, no json
+
+    def remember(planned: Sequence[Planned]) -> Changes:
+        payload: dict[str, Any] = json.loads(reply_of(planned))
+        now = rt.clock.now()
+        return service.remembered(account.account_id, key or "", body_hash, 202, payload, now, ttl)
+
+    # A replay answers before anything is checked again; the drafts are planned outside
+    # any transaction (SQLite has one writer), and written in one write with the key.
+    if (replayed := await replay()) is not None:
         return replayed
-    pools = await service.account_pools(session, account.account_id)
-    await session.commit()
-    now = rt.clock.now()
-    subs = service.plan_requests(account.account_id, requests, pools, now, batch=batch)
-    prepared = service.prepare(subs, now)  # rows and replies, before the write lock
-    reply: SendResponse | SendBatchResponse = (
-        SendBatchResponse.model_construct(data=prepared.replies) if batch else prepared.replies[0]
-    )
-    body = reply.model_dump_json().encode()  # pydantic's serialiser: no dict, no json.dumps
-    for _ in range(2):  # a second pass when a concurrent duplicate won the race
-        if (replayed := await replay()) is not None:
-            return replayed
-        try:
-            await service.store_prepared(session, prepared)
-            if key:  # on PostgreSQL a concurrent duplicate key fails here, at the INSERT
-                payload: dict[str, Any] = json.loads(body)
-                await service.remember(
-                    session, account.account_id, key, body_hash, 202, payload, rt.clock
-                )
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()
-            if not key:
-                raise
-            continue
-        rt.wake_worker()
-        return Response(body, status_code=status.HTTP_202_ACCEPTED, media_type=JSON)
-    raise RuntimeError("idempotency race could not be resolved")  # pragma: no cover
+    planned = await submitter.plan(account.account_id, service.drafts(requests), batch=batch)
+    try:
+        (result,) = await submitter.store([planned], remember if key else None)
+    except IntegrityError:  # a concurrent duplicate's key row is written: replay its answer
+        if not key or (replayed := await replay()) is None:
+            raise
+        return replayed
+    if isinstance(result, errors.DomainError):
+        raise result
+    rt.wake_worker()
+    body = SendBatchResponse.model_construct(data=result) if batch else result[0]
+    return Response(body.model_dump_json(), status_code=status.HTTP_202_ACCEPTED, media_type=JSON)
 
 
 @router.post(
@@ -141,11 +142,12 @@ async def send(
     account: AccountDep,
     session: SessionDep,
     rt: RuntimeDep,
+    submitter: SubmitterDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """One message record per recipient (to, cc and bcc); the prepared MIME is stored
     before the 202. A replayed answer carries `Idempotent-Replayed: true`."""
-    return await _send([body], False, idempotency_key, account, session, rt)
+    return await _send([body], False, idempotency_key, account, session, rt, submitter)
 
 
 @router.post(
@@ -160,11 +162,12 @@ async def send_batch(
     account: AccountDep,
     session: SessionDep,
     rt: RuntimeDep,
+    submitter: SubmitterDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """All or nothing: one invalid message rejects the batch, with every problem listed
     (`messages[3].subject`). `data[i]` answers `messages[i]`."""
-    return await _send(body.messages, True, idempotency_key, account, session, rt)
+    return await _send(body.messages, True, idempotency_key, account, session, rt, submitter)
 
 
 def _text(description: str, max_length: int = TEXT_MAX, pattern: str = TEXT_PATTERN) -> Any:

@@ -1,5 +1,5 @@
-"""Mail submitted over SMTP: read its headers, apply the ``X-Postroute-*`` controls,
-validate as the HTTP API does, and store it with :func:`service.store_prepared`.
+"""Mail submitted over SMTP made into a draft of the submit path: read its headers,
+apply the ``X-Postroute-*`` controls, check fields as the HTTP API does.
 
 The message is kept as the client sent it. Only whole header fields are removed
 (the controls, ``Message-ID`` and ``Bcc``), ``X-List-Unsubscribe`` is renamed in place,
@@ -8,46 +8,26 @@ every other header byte and the body stay as they are (no re-encoding). Only the
 block is parsed, and only the fields Postroute needs are decoded.
 
 :func:`parse` is pure CPU work on bytes (the SMTP handler may run it in a thread);
-:func:`plan` validates and builds rows against the account's pools as read earlier
-(:func:`read_pools`, kept by the caller), outside any transaction; :func:`store` stores
-several planned SMTP transactions in the caller's transaction, after checking that
-those pools still hold.
+:func:`draft` adds the envelope's recipients and hands it to the submit path
+(:mod:`postroute.messages.submit`), the same as HTTP sends.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
-from typing import Any
 
 from pydantic_core import PydanticCustomError
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
 from postroute.messages import header_block
-from postroute.messages import repository as messages_repo
 from postroute.messages import validation as v
-from postroute.messages.compose import with_headers
-from postroute.messages.schemas import SendResponse
-from postroute.messages.service import (
-    Prepared,
-    Recipient,
-    Submission,
-    combine,
-    prepare,
-    resolve_pool,
-    route_note,
-    store_prepared,
-)
-from postroute.models import SmtpPool
-from postroute.pools import repository as pools_repo
-from postroute.sqlite_unit import Unit
+from postroute.messages.planning import Draft, Fields, Problem, Recipient
+from postroute.preparation.headers import with_headers
 
 SOURCE = "smtp"
 TAGS = "x-postroute-tags"
@@ -66,12 +46,6 @@ FROM, SUBJECT, BODY, RCPT = "From", "Subject", "body", "RCPT TO"
 _ORDER = (FROM, SUBJECT, BODY, RCPT, "X-Postroute-Tags", "X-Postroute-Metadata", "X-Postroute-Pool")
 _NOT_SPACE = re.compile(rb"\S")
 _READ = frozenset({"from", "subject", "to", "cc", "date", "list-unsubscribe"})
-
-
-@dataclass(frozen=True)
-class Problem:
-    field: str
-    message: str
 
 
 @dataclass
@@ -208,159 +182,45 @@ def recipient(address: str) -> str:
     return normalised
 
 
-@dataclass(frozen=True)
-class Request:
-    """One SMTP transaction to store: the sending account, the parsed DATA, RCPT TOs."""
-
-    account_id: str
-    parsed: Parsed
-    rcpt_tos: Sequence[str]
-
-
-@dataclass(frozen=True)
-class Pools:
-    """One account's pools as read at one time, with their stamp
-    (:func:`pools_repo.pools_stamp`): a request is planned against them outside any
-    write transaction, and the stamp tells at commit time whether they still hold."""
-
-    account_id: str
-    pools: list[SmtpPool]
-    stamp: tuple[Any, ...]
-
-
-async def read_pools(session: AsyncSession, account_id: str) -> Pools:
-    # The stamp first: if a pool changes in between, the pools are newer than their
-    # stamp, and the check at commit time re-validates (never the other way round).
-    stamp = await pools_repo.pools_stamp(session, account_id)
-    return Pools(account_id, list(await pools_repo.list_pools(session, account_id)), stamp)
-
-
-@dataclass(frozen=True)
-class Planned:
-    """A request validated against ``stamp``'s pools and made into rows and a reply."""
-
-    request: Request
-    now: datetime
-    stamp: tuple[Any, ...]
-    prepared: Prepared
-    inserts: Unit | None = None  # its rows as the SQLite writer's statements
-
-
-def plan(
-    request: Request,
-    pools: Pools,
-    now: datetime,
-    *,
-    max_recipients: int,
-    dialect: Dialect | None = None,
-) -> Planned:
-    """Validate ``request`` (pool, recipients, From default) and build its rows: no
-    database work, so that it is done before SQLite's write lock is taken. With a SQLite
-    ``dialect``, also its inserts for the writer (:func:`unit_of`). A refused request
-    raises a DomainError with every problem in its place."""
-    submission = _submission(request, pools.pools, max_recipients)
-    prepared = prepare([(request.account_id, submission)], now)
-    planned = Planned(request, now, pools.stamp, prepared)
-    return planned if dialect is None else _with_inserts(planned, dialect)
-
-
-async def store(
-    session: AsyncSession, planned: Sequence[Planned], *, max_recipients: int
-) -> tuple[list[SendResponse | errors.DomainError], dict[str, Pools]]:
-    """Store planned requests in the caller's transaction, together in bulk statements.
-
-    Each was planned against pools read earlier. Where an account's pools have changed
-    since (another stamp), its requests are planned again against the pools read now, in
-    this transaction, and may be refused (a DomainError in their place; nothing written).
-    Returns the results in order and the pools read here, per account."""
-    stamps: dict[str, tuple[Any, ...]] = {}
-    fresh: dict[str, Pools] = {}
-    results: list[SendResponse | errors.DomainError] = []
-    parts: list[Prepared] = []
-    for item in planned:
-        account = item.request.account_id
-        if account not in stamps:
-            stamps[account] = await pools_repo.pools_stamp(session, account)
-        if item.stamp != stamps[account]:
-            if account not in fresh:
-                fresh[account] = await read_pools(session, account)
-            try:
-                item = plan(item.request, fresh[account], item.now, max_recipients=max_recipients)
-            except errors.DomainError as exc:
-                results.append(exc)
-                continue
-        parts.append(item.prepared)
-        results.append(item.prepared.replies[0])
-    if parts:
-        await store_prepared(session, combine(parts))
-    return results, fresh
-
-
-def unit_of(planned: Sequence[Planned], dialect: Dialect) -> tuple[Unit, list[SendResponse]]:
-    """:func:`store`'s transaction for a SQLite writer, in one hand-off, with the replies.
-    It is written only while every account's pools are still those the requests were
-    planned with (else nothing is written, and :func:`store` does it)."""
-    guards = Unit(dialect)
-    for account_id, stamp in dict.fromkeys((p.request.account_id, p.stamp) for p in planned):
-        pools_repo.guard_stamp(guards, account_id, stamp)
-    parts = [guards]
-    for item in planned:
-        assert item.inserts is not None, "planned with the writer's dialect"
-        parts.append(item.inserts)
-    return Unit.merged(dialect, parts), [p.prepared.replies[0] for p in planned]
-
-
-def _with_inserts(item: Planned, dialect: Dialect) -> Planned:
-    inserts = Unit(dialect)
-    messages_repo.add_submission(inserts, item.prepared.rows)
-    return dataclasses.replace(item, inserts=inserts)
-
-
-def _submission(request: Request, pools: list[SmtpPool], max_recipients: int) -> Submission:
-    parsed = request.parsed
+def draft(parsed: Parsed, rcpt_tos: Sequence[str], *, max_recipients: int) -> Draft:
+    """The submit path's draft of one SMTP transaction: its envelope recipients, the
+    controls read from its headers and every problem found so far."""
     problems = list(parsed.problems)
-    recipients = _recipients(parsed, request.rcpt_tos, problems)
+    recipients = _recipients(parsed, rcpt_tos, problems)
     if len(recipients) > max_recipients:
         count = len(recipients)
         problems.append(Problem(RCPT, f"at most {max_recipients} recipients, got {count}"))
     _check_whole(parsed, problems)
-    code = errors.VALIDATION_FAILED
-    pool: SmtpPool | None = None
-    try:
-        pool = resolve_pool(pools, parsed.pool_ref, "X-Postroute-Pool")
-    except errors.DomainError as exc:
-        code, message = exc.code, exc.message
-        if parsed.pool_ref is not None and exc.details:
-            message = f"X-Postroute-Pool: {exc.details[0]['message']}"
-        problems.append(Problem("X-Postroute-Pool", message))
-    content, sender = parsed.content, parsed.sender
-    if sender is None and not any(p.field == FROM for p in problems):
-        if pool is not None and pool.from_email:
-            sender = pool.from_email
-            content = with_headers(content, [("From", sender)])
-        else:
-            problems.append(Problem(FROM, "missing From header (and the pool has no from_email)"))
-    if problems or pool is None or sender is None:
-        problems.sort(key=lambda p: _ORDER.index(p.field) if p.field in _ORDER else len(_ORDER))
-        raise errors.DomainError(
-            "; ".join(p.message for p in problems),
-            code=code if len(problems) == 1 else errors.VALIDATION_FAILED,
-            details=[{"field": p.field, "message": p.message} for p in problems],
-        )
-    return Submission(
-        content=content,
-        sender=sender,
+    content = parsed.content
+
+    def complete(default_from: str | None, now: datetime) -> bytes:
+        """The message as stored: with the pool's From when it has none."""
+        return with_headers(content, [("From", default_from)]) if default_from else content
+
+    return Draft(
+        source=SOURCE,
+        sender=parsed.sender,
         recipients=recipients,
         subject=parsed.subject,
         tags=parsed.tags,
         metadata=parsed.metadata,
-        pool=pool,
-        requested_pool=parsed.pool_ref,
+        pool_ref=parsed.pool_ref,
         track_opens=parsed.track.get("opens", False),
         track_clicks=parsed.track.get("clicks", False),
-        source=SOURCE,
-        route_note=route_note(pool, parsed.pool_ref),
+        content=complete,
+        problems=problems,
+        fields=FIELDS,
     )
+
+
+FIELDS = Fields(
+    pool="X-Postroute-Pool",
+    pool_named=True,
+    sender=FROM,
+    no_sender="missing From header (and the pool has no from_email)",
+    sender_without_pool=True,
+    order=_ORDER,
+)
 
 
 def _recipients(

@@ -1,4 +1,4 @@
-"""All SQL for messages: bulk insert of a submission, reads, idempotency keys."""
+"""All SQL for messages: a submission's rows, reads, idempotency keys."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postroute.db import insert_many
+from postroute.db.changes import Changes
 from postroute.models import (
     Delivery,
     DeliveryAttempt,
@@ -21,42 +21,20 @@ from postroute.models import (
     MessageTag,
 )
 from postroute.models.base import table_of
-from postroute.sqlite_unit import Unit
+
+Rows = list[dict[str, Any]]
 
 
-@dataclass
-class SubmissionRows:
-    contents: list[dict[str, Any]]
-    messages: list[dict[str, Any]]
-    tags: list[dict[str, Any]]
-    deliveries: list[dict[str, Any]]
-    events: list[dict[str, Any]]
-
-
-async def insert_submission(session: AsyncSession, rows: SubmissionRows) -> None:
-    """Everything of one submission in bulk statements (parents first).
-
-    Core ``executemany`` on the tables (keys are column names): the ORM's bulk insert
-    path costs about twice as much CPU per row and adds nothing here."""
-    for table, values in _in_order(rows):
-        await insert_many(session, table, values)
-
-
-def add_submission(unit: Unit, rows: SubmissionRows) -> None:
-    """The same inserts as :func:`insert_submission`, in a SQLite writer's unit."""
-    for table, values in _in_order(rows):
-        unit.insert(table, values)
-
-
-def _in_order(rows: SubmissionRows) -> list[tuple[sa.Table, list[dict[str, Any]]]]:
-    """Each table's rows, parents first."""
-    return [
-        (table_of(MessageContent), rows.contents),
-        (table_of(Message), rows.messages),
-        (table_of(MessageTag), rows.tags),
-        (table_of(Delivery), rows.deliveries),
-        (table_of(MessageEvent), rows.events),
-    ]
+def add_submission(
+    changes: Changes, contents: Rows, messages: Rows, tags: Rows, queue: Rows
+) -> None:
+    """A submission's rows, parents first: its content (once), then per recipient a
+    message row, its tags and a queue row (as multi-row inserts: Core statements, the
+    ORM's bulk path costs about twice the CPU per row and adds nothing here)."""
+    changes.insert(table_of(MessageContent), contents)
+    changes.insert(table_of(Message), messages)
+    changes.insert(table_of(MessageTag), tags)
+    changes.insert(table_of(Delivery), queue)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -13,9 +12,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute.db import column_bind, fetch_all
+from postroute.db.changes import Changes
 from postroute.models import PoolDailyUsage, SmtpPool
 from postroute.models.base import table_of
-from postroute.sqlite_unit import Unit
 
 
 async def list_pools(session: AsyncSession, account_id: str) -> Sequence[SmtpPool]:
@@ -51,9 +50,9 @@ async def pools_stamp(session: AsyncSession, account_id: str) -> tuple[Any, ...]
     return tuple(await fetch_all(session, _STAMP, {"account_id": account_id}))
 
 
-def guard_stamp(unit: Unit, account_id: str, stamp: tuple[Any, ...]) -> None:
-    """A SQLite writer's unit is written only while the account's pools stamp is ``stamp``."""
-    unit.guard(_STAMP, {"account_id": account_id}, stamp)
+def guard_stamp(changes: Changes, account_id: str, stamp: tuple[Any, ...]) -> None:
+    """``changes`` is written only while the account's pools stamp is ``stamp``."""
+    changes.guard(_STAMP, stamp, {"account_id": account_id})
 
 
 async def get_pool(session: AsyncSession, account_id: str, pool_id: str) -> SmtpPool | None:
@@ -94,45 +93,87 @@ async def usage_on(
     return {row.pool_id: row for row in (await session.scalars(stmt)).all()}
 
 
-async def add_usage(
-    session: AsyncSession, pool_id: str, day: date, *, sent: int = 0, throttled: int = 0
+_USAGE = table_of(PoolDailyUsage)
+# The same text on SQLite (3.24+) and PostgreSQL: one statement for both.
+_ADD_USAGE = sa.text(
+    "INSERT INTO pool_daily_usage (pool_id, day, sent, throttled) "
+    "VALUES (:pool_id, :day, :sent, :throttled) "
+    "ON CONFLICT (pool_id, day) DO UPDATE SET "
+    "sent = pool_daily_usage.sent + excluded.sent, "
+    "throttled = pool_daily_usage.throttled + excluded.throttled"
+).bindparams(*(column_bind(_USAGE, c) for c in ("pool_id", "day", "sent", "throttled")))
+
+
+def add_usage(
+    changes: Changes, pool_id: str, day: date, *, sent: int = 0, throttled: int = 0
 ) -> None:
-    """Atomic upsert of today's counters (works alike on SQLite and PostgreSQL)."""
-    dialect = session.get_bind().dialect.name
-    insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(PoolDailyUsage).values(pool_id=pool_id, day=day, sent=sent, throttled=throttled)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[PoolDailyUsage.pool_id, PoolDailyUsage.day],
-        set_={
-            "sent": PoolDailyUsage.sent + stmt.excluded.sent,
-            "throttled": PoolDailyUsage.throttled + stmt.excluded.throttled,
-        },
+    """Add to a pool's counters of ``day`` (an atomic upsert)."""
+    row = {"pool_id": pool_id, "day": day, "sent": sent, "throttled": throttled}
+    changes.execute(_ADD_USAGE, [row])
+
+
+_HEALTH = (
+    sa.update(SmtpPool)
+    .where(
+        SmtpPool.id == sa.bindparam("pool_id"),
+        # another worker opened the circuit: only a success (or a probe) closes it
+        sa.not_(
+            sa.and_(SmtpPool.health_state == "down", sa.bindparam("keep_down", type_=sa.Boolean))
+        ),
     )
-    await session.execute(stmt)
-
-
-@functools.cache
-def _add_usage_sqlite() -> Any:
-    def bind(name: str) -> sa.BindParameter[Any]:
-        return column_bind(table_of(PoolDailyUsage), name)
-
-    stmt = sqlite_insert(PoolDailyUsage).values(
-        pool_id=bind("pool_id"), day=bind("day"), sent=bind("sent"), throttled=bind("throttled")
+    .values(
+        consecutive_failures=sa.bindparam("failures", type_=sa.Integer),
+        effective_rate=sa.bindparam("effective_rate", type_=sa.Float),
+        health_last_checked_at=column_bind(table_of(SmtpPool), "health_last_checked_at", "at"),
+        health_last_error=sa.func.coalesce(
+            sa.bindparam("last_error", type_=sa.Text), SmtpPool.health_last_error
+        ),
+        health_state=sa.case(
+            (sa.bindparam("down", type_=sa.Boolean), "down"), else_=sa.bindparam("state")
+        ),
+        down_until=sa.case(
+            (
+                sa.and_(sa.bindparam("down", type_=sa.Boolean), SmtpPool.health_state == "down"),
+                SmtpPool.down_until,
+            ),
+            (
+                sa.bindparam("down", type_=sa.Boolean),
+                column_bind(table_of(SmtpPool), "down_until", "until"),
+            ),
+            else_=sa.null(),
+        ),
     )
-    return stmt.on_conflict_do_update(
-        index_elements=[PoolDailyUsage.pool_id, PoolDailyUsage.day],
-        set_={
-            "sent": PoolDailyUsage.sent + stmt.excluded.sent,
-            "throttled": PoolDailyUsage.throttled + stmt.excluded.throttled,
-        },
-    )
+)
 
 
-def unit_add_usage(unit: Unit, pool_id: str, day: date, *, sent: int = 0) -> None:
-    """:func:`add_usage` in a SQLite writer's unit."""
-    unit.execute(
-        _add_usage_sqlite(), [{"pool_id": pool_id, "day": day, "sent": sent, "throttled": 0}]
-    )
+def write_health(
+    changes: Changes,
+    pool_id: str,
+    *,
+    failures: int,
+    down: bool,
+    down_until: datetime | None,
+    effective_rate: float | None,
+    last_error: str | None,
+    checked_at: datetime,
+    succeeded: bool,
+) -> None:
+    """A worker's view of a pool's health onto its row: the circuit opened (``down``,
+    keeping an earlier ``down_until``), degraded (failures or slowed down) or healthy. A
+    circuit another worker opened stays open unless this worker's batch had a success."""
+    state = "degraded" if failures or effective_rate is not None else "healthy"
+    row = {
+        "pool_id": pool_id,
+        "keep_down": not down and not succeeded,
+        "failures": failures,
+        "effective_rate": effective_rate,
+        "at": checked_at,
+        "last_error": last_error,
+        "down": down,
+        "state": state,
+        "until": down_until,
+    }
+    changes.execute(_HEALTH, [row])
 
 
 async def lock_usage(session: AsyncSession, pool_ids: Sequence[str], day: date) -> dict[str, int]:

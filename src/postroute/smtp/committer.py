@@ -1,13 +1,16 @@
 """Group commit for the DATA hook: messages that finish arriving while a transaction is
-being committed are stored together in the next one, in one set of bulk statements.
+being committed are stored together in the next one (one write of the store).
 
-Every session still gets its 250 only after the commit that holds its message. Alone,
-a message is stored at once (no waiting for company); under load the cost of a commit
-(an fsync, round trips, statements) is shared by the batch, and one process never has
-two write transactions of its own competing for SQLite's lock. A batch is taken once
-its transaction has begun (on SQLite: holds the write lock), so the messages that
-arrive while another process (the worker) holds the lock are stored in that same
-transaction rather than in one more.
+Every session still gets its 250 only after the commit that holds its message is on
+disk. Alone, a message is stored at once (no waiting for company); under load the cost
+of a commit (an fsync, the statements) is shared by the batch, and one process never
+has two write transactions of its own competing for SQLite's lock. A batch is taken
+once its transaction has begun (on SQLite: holds the write lock, in the writer's
+thread), so the messages that arrive while another process (the worker) holds the lock
+are stored in that same transaction rather than in one more. A write whose guard fails
+(an account's pools changed since its messages were planned) writes nothing: its
+items are planned again (:data:`Replan`), the refused ones get their error, the rest
+go into the next commit.
 """
 
 from __future__ import annotations
@@ -20,20 +23,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from postroute import errors
-from postroute.db import SessionFactory, transaction
-from postroute.sqlite_unit import Unit
-from postroute.sqlite_writer import SqliteWriter
+from postroute.db.changes import Stale
+from postroute.db.store import Prepared, Store
 
 log = logging.getLogger("postroute.smtp")
 
 I = TypeVar("I")  # noqa: E741 - an item
 R = TypeVar("R")
-# Stores items in the given session; per item its result or the DomainError refusing it
-# (a refused item must have written nothing).
-Process = Callable[[AsyncSession, Sequence[I]], Awaitable[Sequence[R | errors.DomainError]]]
+# Items whose write was stale, planned again: each a new item, or the error refusing it.
+Replan = Callable[[Sequence[I]], Awaitable[Sequence[I | errors.DomainError]]]
 
 MAX_BATCH = 100  # messages per transaction
 MAX_BATCH_BYTES = 16 * 1024 * 1024  # and message bytes per transaction (a bigger one alone)
@@ -46,32 +45,26 @@ class _Pending(Generic[I, R]):
     future: asyncio.Future[R]
 
 
-# SQLite's one-hand-off path (optional): a batch's write transaction as a Unit, and the
-# result of each item once it is committed. Called in the writer's thread.
-Build = Callable[[Sequence[I]], tuple[Unit, Sequence[R]]]
-
-
 class Committer(Generic[I, R]):
     def __init__(
         self,
-        sessions: Callable[[], SessionFactory],
-        process: Process[I, R],
-        *,
-        writer: Callable[[], SqliteWriter | None] = lambda: None,
-        build: Build[I, R] | None = None,
+        store: Callable[[], Store],
+        write: Callable[[I], Prepared],
+        answer: Callable[[I], R],
+        replan: Replan[I],
     ) -> None:
-        self._sessions = sessions  # asked per batch: the runtime's current factory
-        self._process = process
-        self._writer = writer
-        self._build = build
+        self._store = store  # asked per batch: the runtime's current store
+        self._write = write  # an item's rows, prepared for the store
+        self._answer = answer  # an item's result once stored
+        self._replan = replan
         self._queue: deque[_Pending[I, R]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._syncing: set[asyncio.Future[None]] = set()  # committed batches awaiting fsync
 
     async def run(self, item: I, size: int) -> R:
-        """``item``'s result once the transaction storing it is committed; its
-        DomainError if it was refused. Any other failure rolls the whole batch back and
-        is raised for each of its items. A caller cancelled before its batch starts is
+        """``item``'s result once the transaction storing it is on disk; its DomainError
+        if it was refused. Any other failure of a write is raised for each item of its
+        batch (nothing of it was stored). A caller cancelled before its batch starts is
         left out of it."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(item, size, future))
@@ -110,111 +103,88 @@ class Committer(Generic[I, R]):
         return batch
 
     async def _commit(self) -> None:
-        """One transaction. The batch is taken once the transaction holds its connection
-        (and, on SQLite, the write lock): messages that arrive while it waits for them
-        join this batch instead of waiting for the next one."""
-        writer = self._writer()
-        batch: list[_Pending[I, R]] | None = None
-        if writer is not None and self._build is not None:
-            batch = await self._write(writer, self._build)
-            if batch is None:
-                return  # stored, or failed: its futures have their outcome
-        results: Sequence[R | errors.DomainError] = ()
-        try:
-            async with transaction(self._sessions()) as session:
-                await session.connection()  # BEGIN (IMMEDIATE on SQLite): may wait
-                batch = self._take() if batch is None else batch
-                if batch:
-                    results = await self._process(session, [p.item for p in batch])
-        except BaseException as exc:  # nothing of this batch is stored
-            # its batch; when it failed to begin, the messages it would have taken
-            self._fail(self._take() if batch is None else batch, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        self._settle(batch or [], results)
-
-    async def _write(self, writer: SqliteWriter, build: Build[I, R]) -> list[_Pending[I, R]] | None:
-        """The batch in one hand-off to SQLite's writer thread, taken there once the write
-        lock is held. Returns the batch when the ordinary transaction must store it (a
-        guard failed, or building its statements did: nothing was written), else None.
-
-        If this task is cancelled meanwhile, a write that has not taken its batch yet takes
-        nothing, and one that has is waited for: its sessions get what became of their
-        messages (a 250 only for a committed message), then the cancellation goes on."""
+        """One write. If this task is cancelled meanwhile, a write that has not taken its
+        batch yet takes nothing, and one that has is waited for: its sessions get what
+        became of their messages (a 250 only for a stored message), then the
+        cancellation goes on."""
+        store = self._store()
         taken: list[_Pending[I, R]] = []
-        results: list[Sequence[R]] = []
         cancelled = threading.Event()
-        failed: list[Exception] = []
 
-        def unit() -> Unit | None:  # in the writer's thread, holding the lock
+        def build() -> list[Prepared]:  # in the transaction, the write lock held
             if cancelled.is_set():
-                return None
+                return []
             taken.extend(self._take())
-            if not taken:
-                return None
-            try:
-                built, replies = build([p.item for p in taken])
-            except Exception as exc:  # a bug, not the database: the ordinary path
-                failed.append(exc)
-                return None
-            results.append(replies)
-            return built
+            return [self._write(p.item) for p in taken]
 
-        write = asyncio.ensure_future(writer.commit(unit))
+        write = asyncio.ensure_future(store.commit(build))
         try:
             await asyncio.wait([write])
         except asyncio.CancelledError:
             cancelled.set()
             await asyncio.wait([write])
-            if self._conclude(writer, write, taken, results):
-                self._fail(taken, asyncio.CancelledError())
+            await self._conclude(store, write, taken, stopping=True)
             raise
-        if failed:
-            log.error("SMTP group commit: building its statements failed: %r", failed[0])
-        return taken if self._conclude(writer, write, taken, results) else None
+        await self._conclude(store, write, taken)
 
-    def _conclude(
+    async def _conclude(
         self,
-        writer: SqliteWriter,
+        store: Store,
         write: asyncio.Future[int | None],
         taken: list[_Pending[I, R]],
-        results: list[Sequence[R]],
-    ) -> bool:
-        """Hand out a finished write's outcome; True when ``taken`` is still to store.
-        A commit's sessions are answered once it is on disk, by a task of its own: the
-        next batch need not wait for the disk (the write lock is free already)."""
+        *,
+        stopping: bool = False,
+    ) -> None:
+        """Hand out a finished write's outcome. A commit's sessions are answered once it
+        is on disk, by a task of its own: the next batch need not wait for the disk."""
         error = write.exception()
-        if error is not None:  # nothing stored; failed to begin: those it would take
+        if isinstance(error, Stale) and stopping:
+            self._fail(taken, asyncio.CancelledError())
+        elif isinstance(error, Stale):
+            await self._again(taken)
+        elif error is not None:  # nothing stored; failed to begin: those it would take
             self._fail(taken or self._take(), error)
-            return False
-        ticket = write.result()
-        if ticket is not None:
-            task = asyncio.ensure_future(self._answer(writer, ticket, taken, results[0]))
+        elif taken:
+            ticket = write.result()
+            task = asyncio.ensure_future(self._answer_after(store, ticket, taken))
             self._syncing.add(task)
             task.add_done_callback(self._syncing.discard)
-            return False
-        return bool(taken)
 
-    async def _answer(
-        self,
-        writer: SqliteWriter,
-        ticket: int,
-        batch: list[_Pending[I, R]],
-        results: Sequence[R | errors.DomainError],
+    async def _again(self, taken: list[_Pending[I, R]]) -> None:
+        """A stale write: plan its items again; the refused are answered, the rest go
+        first into the next commit."""
+        try:
+            fresh = await self._replan([p.item for p in taken])
+        except Exception as exc:
+            self._fail(taken, exc)
+            return
+        for pending, item in reversed(list(zip(taken, fresh, strict=True))):
+            if isinstance(item, errors.DomainError):
+                if not pending.future.done():
+                    pending.future.set_exception(item)
+            else:
+                pending.item = item
+                self._queue.appendleft(pending)
+
+    async def _answer_after(
+        self, store: Store, ticket: int | None, batch: list[_Pending[I, R]]
     ) -> None:
         try:
-            await writer.sync(ticket)
+            if ticket is not None:
+                await store.sync(ticket)
         except BaseException as exc:  # committed, but not known to be on disk: no 250
             self._fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        try:
-            self._settle(batch, results)
-        except Exception as exc:  # a bug: no session is left without an answer
-            log.exception("SMTP group commit: handing out the results failed")
-            self._fail(batch, exc)
+        for pending in batch:
+            if pending.future.done():
+                continue
+            try:
+                pending.future.set_result(self._answer(pending.item))
+            except Exception as exc:  # a bug: no session is left without an answer
+                log.exception("SMTP group commit: handing out a result failed")
+                pending.future.set_exception(exc)
 
     @staticmethod
     def _fail(batch: Sequence[_Pending[I, R]], exc: BaseException) -> None:
@@ -225,13 +195,3 @@ class Committer(Generic[I, R]):
                 pending.future.set_exception(exc)
             else:
                 pending.future.cancel()
-
-    @staticmethod
-    def _settle(batch: Sequence[_Pending[I, R]], results: Sequence[R | errors.DomainError]) -> None:
-        for pending, result in zip(batch, results, strict=True):
-            if pending.future.done():
-                continue
-            if isinstance(result, errors.DomainError):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)

@@ -1,26 +1,26 @@
-"""The aiosmtpd handler: SMTP commands in, ``messages.ingest`` calls out, replies from
-the table in :mod:`postroute.smtp.replies`. No SQL here. The DATA hook validates the
-message and builds its rows against the account's pools as last read (outside any
-transaction), and owns the transaction it is stored in (shared with other sessions'
-messages by the :class:`Committer`); the 250 is sent only after that transaction is
-committed and on disk."""
+"""The aiosmtpd handler: SMTP commands in, the submit path out (the same as HTTP's:
+``messages.ingest`` makes a draft, :class:`~postroute.messages.submit.Submitter` plans
+it), replies from the table in :mod:`postroute.smtp.replies`. No SQL here. The DATA
+hook plans the message outside any transaction and hands it to the group
+:class:`Committer`; the 250 is sent only after the write holding it is on disk."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
 
 from aiosmtpd.smtp import Envelope, Session, TLSSetupException
 from sqlalchemy.exc import DBAPIError, StatementError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
 from postroute.api.runtime import Runtime
-from postroute.db import begin_read, transaction
+from postroute.db.store import Prepared
 from postroute.messages import ingest
+from postroute.messages.planning import Planned
 from postroute.messages.schemas import SendResponse
+from postroute.messages.submit import Submitter
 from postroute.smtp import replies
 from postroute.smtp.authenticator import Authenticator
 from postroute.smtp.committer import Committer
@@ -35,23 +35,27 @@ SENDER_OK = str(replies.S250_SENDER_OK)
 RECIPIENT_OK = str(replies.S250_RECIPIENT_OK)
 
 
+@dataclass(frozen=True)
+class Ready:
+    """A planned message and its rows as the store writes them."""
+
+    planned: Planned
+    prepared: Prepared
+
+
 class Handler:
     def __init__(self, runtime: Runtime, authenticator: Authenticator) -> None:
         self.rt = runtime
         self.authenticator = authenticator
-        dialect = runtime.engine.dialect
-        # SQLite: each message's inserts converted for the writer at DATA time, not in the
-        # writer's thread under the lock.
-        self._dialect = dialect if runtime.writer is not None else None
-        self.committer: Committer[ingest.Planned, SendResponse] = Committer(
-            lambda: runtime.sessions,
-            self._store,
-            writer=lambda: runtime.writer,
-            build=lambda planned: ingest.unit_of(planned, dialect),
+        # The submit path, shared with HTTP: drafts are planned against the account's
+        # pools as last read, outside any transaction; the group commit stores them.
+        self.submitter = Submitter(runtime)
+        self.committer: Committer[Ready, SendResponse] = Committer(
+            lambda: runtime.store,
+            lambda ready: ready.prepared,
+            lambda ready: ready.planned.replies[0],
+            self._replan,
         )
-        # Per account, its pools as last read: requests are planned against them outside
-        # the write transaction, which checks that they still hold (ingest.store).
-        self._pools: dict[str, ingest.Pools] = {}
         settings = runtime.settings
         self.max_recipients = settings.smtp_max_recipients
         self.max_messages = settings.smtp_max_messages_per_connection
@@ -121,9 +125,11 @@ class Handler:
                 parsed = await asyncio.to_thread(ingest.parse, raw, now)
             else:
                 parsed = ingest.parse(raw, now)
-            request = ingest.Request(account, parsed, list(envelope.rcpt_tos))
-            planned = await self._plan(request, now)
-            accepted = await self.committer.run(planned, len(raw))
+            draft = ingest.draft(parsed, envelope.rcpt_tos, max_recipients=self.max_recipients)
+            planned = await self.submitter.plan(account, [draft], batch=False)
+            # rows compiled for the store now, not in its writer's thread under the lock
+            ready = Ready(planned, self.submitter.prepare(planned))
+            accepted = await self.committer.run(ready, len(raw))
         except errors.DomainError as exc:
             reasons = [str(d.get("message", "")) for d in exc.details]
             log.info("SMTP message from %s refused: %s", server.peer_ip, exc.message)
@@ -134,39 +140,13 @@ class Handler:
         self.rt.wake_worker()
         return replies.queued([(m.id, m.to) for m in accepted.messages], accepted.id)
 
-    async def _plan(self, request: ingest.Request, now: datetime) -> ingest.Planned:
-        """Validate and build rows against the account's pools as last read; a request
-        they refuse is checked again against the pools read now (one created a moment
-        ago must not be refused)."""
-        known = self._pools.get(request.account_id)
-        pools = known or await self._read_pools(request.account_id)
-        try:
-            return self._plan_with(request, pools, now)
-        except errors.DomainError:
-            if known is None:
-                raise
-        return self._plan_with(request, await self._read_pools(request.account_id), now)
-
-    def _plan_with(
-        self, request: ingest.Request, pools: ingest.Pools, now: datetime
-    ) -> ingest.Planned:
-        limit = self.max_recipients
-        return ingest.plan(request, pools, now, max_recipients=limit, dialect=self._dialect)
-
-    async def _read_pools(self, account_id: str) -> ingest.Pools:
-        async with transaction(self.rt.sessions) as session:
-            await begin_read(session)
-            pools = await ingest.read_pools(session, account_id)
-        self._pools[account_id] = pools
-        return pools
-
-    async def _store(
-        self, db: AsyncSession, planned: Sequence[ingest.Planned]
-    ) -> Sequence[SendResponse | errors.DomainError]:
-        """One group commit's messages (see :class:`Committer`)."""
-        results, fresh = await ingest.store(db, planned, max_recipients=self.max_recipients)
-        self._pools.update(fresh)
-        return results
+    async def _replan(self, items: Sequence[Ready]) -> list[Ready | errors.DomainError]:
+        """A group commit's items whose write was stale, planned against pools read now."""
+        fresh = await self.submitter.refresh([r.planned for r in items])
+        return [
+            p if isinstance(p, errors.DomainError) else Ready(p, self.submitter.prepare(p))
+            for p in fresh
+        ]
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):

@@ -1,7 +1,6 @@
-"""Outcomes written through SQLite's writer (once the pool's health row is written, the
-next batches take it) read back exactly as the ordinary path writes them: deferred
-messages go back to the queue, bounced ones leave it. On PostgreSQL the same tests run
-the ordinary path."""
+"""Outcomes written as one write per batch (on SQLite one hand-off to the writer thread,
+on PostgreSQL a transaction: the same statements) read back as expected: deferred
+messages go back to the queue, bounced ones leave it."""
 
 from __future__ import annotations
 
@@ -16,9 +15,9 @@ from postroute.db import transaction
 from postroute.delivery.worker import Worker
 from postroute.kit.clock import FakeClock
 from postroute.models import Delivery
-from tests.conftest import BACKEND, Tenant
+from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool, message, send
-from tests.delivery.test_lost_lease import spy_on_writer, warm_up
+from tests.delivery.test_lost_lease import spy_on_store, warm_up
 from tests.support.relay import RecordingRelay
 
 
@@ -42,13 +41,12 @@ async def test_a_deferral_goes_back_to_the_queue(
 ) -> None:
     await add_pool(client, tenant, relay.port)
     await warm_up(client, tenant, worker)
-    writes = spy_on_writer(runtime, monkeypatch)
+    writes = spy_on_store(runtime, monkeypatch)
     relay.script(data=["451 4.3.0 try again later"])
     (sent,) = (await send(client, tenant))["messages"]
     await worker.drain()
 
-    if BACKEND == "sqlite":
-        assert writes == [True]
+    assert writes == ["stored"]
     detail = await message(client, tenant, sent["id"])
     assert detail["status"] == "deferred"
     assert detail["attempts"] == 1
@@ -74,13 +72,12 @@ async def test_a_bounce_leaves_the_queue(
 ) -> None:
     await add_pool(client, tenant, relay.port)
     await warm_up(client, tenant, worker)
-    writes = spy_on_writer(runtime, monkeypatch)
+    writes = spy_on_store(runtime, monkeypatch)
     relay.script(data=["550 5.1.1 no such user"])
     (sent,) = (await send(client, tenant))["messages"]
     await worker.drain()
 
-    if BACKEND == "sqlite":
-        assert writes == [True]
+    assert writes == ["stored"]
     detail = await message(client, tenant, sent["id"])
     assert detail["status"] == "bounced"
     assert [e["type"] for e in detail["events"]] == ["queued", "processed", "bounced"]

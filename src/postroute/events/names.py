@@ -1,4 +1,4 @@
-"""Event names (SPEC section 7), one place for code and tests."""
+"""Event names, one place for code and tests."""
 
 from __future__ import annotations
 
@@ -13,3 +13,17 @@ OPENED = "opened"
 CLICKED = "clicked"
 UNSUBSCRIBED = "unsubscribed"
 COMPLAINED = "complained"
+
+MESSAGE_EVENTS = (
+    QUEUED,
+    PROCESSED,
+    SENT,
+    DEFERRED,
+    BOUNCED,
+    DROPPED,
+    DELIVERED,
+    OPENED,
+    CLICKED,
+    UNSUBSCRIBED,
+    COMPLAINED,
+)

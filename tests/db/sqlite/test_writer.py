@@ -1,10 +1,12 @@
-"""The SQLite writer: a whole write transaction in one hand-off, all or nothing."""
+"""The SQLite writer: a whole write transaction in one hand-off, all or nothing; its
+commits acknowledged once the WAL is synced."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,13 +14,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from postroute import sqlite_unit, sqlite_writer
 from postroute.api.runtime import Runtime
 from postroute.db import create_engine, fetch_all, session_factory, transaction
+from postroute.db.changes import Stale
+from postroute.db.sqlite import unit as sqlite_unit
+from postroute.db.sqlite import writer as sqlite_writer
+from postroute.db.sqlite.unit import Unit
+from postroute.db.sqlite.writer import SqliteWriter
 from postroute.models import Account, MessageContent
 from postroute.models.base import table_of
-from postroute.sqlite_unit import Unit
-from postroute.sqlite_writer import SqliteWriter
 from tests.conftest import BACKEND
 
 pytestmark = pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's writer thread")
@@ -47,6 +51,19 @@ async def names(runtime: Runtime) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in (await session.execute(NAMES)).all()]
 
 
+async def write(writer: SqliteWriter, build: Callable[[], Unit | None]) -> bool:
+    """Commit and sync: True once on disk; False when there was nothing to write or a
+    guard did not hold (nothing written)."""
+    try:
+        ticket = await writer.commit(build)
+    except Stale:
+        return False
+    if ticket is None:
+        return False
+    await writer.sync(ticket)
+    return True
+
+
 @pytest.fixture
 def writer(runtime: Runtime) -> SqliteWriter:
     assert runtime.writer is not None, "Runtime.build gives a SQLite database a writer"
@@ -58,7 +75,7 @@ async def test_a_unit_is_written_in_one_transaction(runtime: Runtime, writer: Sq
     unit = Unit(runtime.engine.dialect)
     unit.insert(ACCOUNTS, [account("acc_w1", "one"), account("acc_w2", "two")])
     unit.update(ACCOUNTS, "id", [{"id": "acc_w2", "name": "deux"}])
-    assert await writer.write(lambda: unit)
+    assert await write(writer, lambda: unit)
     assert await names(runtime) == sorted([*before, ("acc_w1", "one"), ("acc_w2", "deux")])
     async with transaction(runtime.sessions) as session:  # converted as SQLAlchemy would
         created = await session.scalar(sa.select(Account.created_at).where(Account.id == "acc_w1"))
@@ -70,7 +87,7 @@ async def test_a_guard_that_no_longer_holds_writes_nothing(
 ) -> None:
     first = Unit(runtime.engine.dialect)
     first.insert(ACCOUNTS, [account("acc_g1", "guarded")])
-    assert await writer.write(lambda: first)
+    assert await write(writer, lambda: first)
     async with transaction(runtime.sessions) as session:  # what the caller planned with
         seen = await fetch_all(session, BY_NAME, {"name": "guarded"})
     assert seen == [("acc_g1",)]
@@ -81,38 +98,17 @@ async def test_a_guard_that_no_longer_holds_writes_nothing(
         unit.insert(ACCOUNTS, [account("acc_g2", "second")])
         return unit
 
-    assert not await writer.write(lambda: guarded([("acc_other",)]))
+    assert not await write(writer, lambda: guarded([("acc_other",)]))
     assert ("acc_g2", "second") not in await names(runtime)
-    assert await writer.write(lambda: guarded(seen))
+    assert await write(writer, lambda: guarded(seen))
     assert ("acc_g2", "second") in await names(runtime)
 
 
-async def test_a_statement_touching_other_than_the_expected_rows_writes_nothing(
-    runtime: Runtime, writer: SqliteWriter
-) -> None:
-    unit = Unit(runtime.engine.dialect)
-    unit.insert(ACCOUNTS, [account("acc_e1", "kept")])
-    assert await writer.write(lambda: unit)
-    before = await names(runtime)
-
-    def rename(keys: list[str]) -> Unit:
-        unit = Unit(runtime.engine.dialect)
-        unit.insert(ACCOUNTS, [account("acc_e2", "extra")])
-        rows = [{"key": k, "new": "renamed"} for k in keys]
-        unit.execute(RENAME, rows, expect=len(rows))
-        return unit
-
-    assert not await writer.write(lambda: rename(["acc_e1", "acc_missing"]))
-    assert await names(runtime) == before  # the insert before it is rolled back too
-    assert await writer.write(lambda: rename(["acc_e1"]))
-    assert ("acc_e1", "renamed") in await names(runtime)
-
-
 async def test_nothing_to_write_is_no_transaction(runtime: Runtime, writer: SqliteWriter) -> None:
-    assert not await writer.write(lambda: None)
+    assert not await write(writer, lambda: None)
     unit = Unit(runtime.engine.dialect)
     unit.insert(ACCOUNTS, [account("acc_n1", "after")])
-    assert await writer.write(lambda: unit)  # the connection is usable afterwards
+    assert await write(writer, lambda: unit)  # the connection is usable afterwards
 
 
 async def test_an_error_rolls_back_and_does_not_show_the_values(
@@ -122,7 +118,7 @@ async def test_an_error_rolls_back_and_does_not_show_the_values(
     unit.insert(ACCOUNTS, [account("acc_x1", "secret-name-1")])
     unit.insert(ACCOUNTS, [account("acc_x1", "secret-name-2")])  # the same primary key
     with pytest.raises(DBAPIError) as raised:
-        await writer.write(lambda: unit)
+        await write(writer, lambda: unit)
     assert "secret-name" not in str(raised.value)
     assert "UNIQUE" in str(raised.value)
     assert all(key != "acc_x1" for key, _ in await names(runtime))
@@ -131,10 +127,10 @@ async def test_an_error_rolls_back_and_does_not_show_the_values(
         raise RuntimeError("building failed")
 
     with pytest.raises(RuntimeError, match="building failed"):
-        await writer.write(broken)
+        await write(writer, broken)
     later = Unit(runtime.engine.dialect)
     later.insert(ACCOUNTS, [account("acc_x2", "fine")])
-    assert await writer.write(lambda: later)  # no transaction was left open
+    assert await write(writer, lambda: later)  # no transaction was left open
 
 
 async def test_it_waits_for_another_connection_holding_the_write_lock(
@@ -147,7 +143,7 @@ async def test_it_waits_for_another_connection_holding_the_write_lock(
     try:
         async with transaction(session_factory(other)) as holder:
             await holder.execute(sa.select(Account.id))  # BEGIN IMMEDIATE: lock taken
-            written = asyncio.create_task(writer.write(lambda: unit))
+            written = asyncio.create_task(write(writer, lambda: unit))
             await asyncio.sleep(0.2)
             assert not written.done()
             order.append("released")
@@ -181,15 +177,15 @@ async def test_merged_units_write_each_statement_once_with_all_rows(
     first, second, third = Unit(dialect), Unit(dialect), Unit(dialect)
     first.insert(ACCOUNTS, [account("acc_m1", "m-one")])
     second.insert(ACCOUNTS, [account("acc_m2", "m-two")])
-    second.execute(RENAME, [{"key": "acc_m2", "new": "m-two-renamed"}], expect=1)
+    second.execute(RENAME, [{"key": "acc_m2", "new": "m-two-renamed"}])
     third.insert(ACCOUNTS, [account("acc_m3", "m-three")])
-    third.execute(RENAME, [{"key": "acc_m3", "new": "m-three-renamed"}], expect=1)
+    third.execute(RENAME, [{"key": "acc_m3", "new": "m-three-renamed"}])
     merged = Unit.merged(dialect, [first, second, third])
-    inserts = [rows for sql, rows, _ in merged.steps if sql.startswith("INSERT")]
+    inserts = [rows for sql, rows in merged.steps if sql.startswith("INSERT")]
     assert [len(rows) for rows in inserts] == [3]  # one executemany for the three rows
-    assert [expect for _, _, expect in merged.steps] == [None, 1, 1]  # counted apart
+    assert len(merged.steps) == 3  # the insert, then each update apart
     assert len(first.steps[0][1]) == 1  # the parts are left as they were
-    assert await writer.write(lambda: merged)
+    assert await write(writer, lambda: merged)
     assert {("acc_m1", "m-one"), ("acc_m2", "m-two-renamed"), ("acc_m3", "m-three-renamed")} <= set(
         await names(runtime)
     )
@@ -209,7 +205,7 @@ async def test_updates_of_many_rows_in_one_statement_read_back_as_written(
     later = datetime(2026, 11, 23, 4, 5, 6, 789, tzinfo=UTC)
     setup = Unit(dialect)
     setup.insert(CONTENTS, [content(f"cnt_u{i}", i) for i in range(4)])
-    assert await writer.write(lambda: setup)
+    assert await write(writer, lambda: setup)
     unit = Unit(dialect)
     unit.update(
         CONTENTS,
@@ -220,12 +216,12 @@ async def test_updates_of_many_rows_in_one_statement_read_back_as_written(
             {"id": "cnt_u2", "size": 102},  # other columns: a statement of its own
         ],
     )
-    assert [sql[:6] for sql, _, _ in unit.steps] == ["UPDATE", "UPDATE"]
+    assert [sql[:6] for sql, _ in unit.steps] == ["UPDATE", "UPDATE"]
     assert "FROM (VALUES" in unit.steps[0][0]  # two rows, one statement
     twice = Unit(dialect)  # the same key twice: row by row, the last one wins
     twice.update(CONTENTS, "id", [{"id": "cnt_u3", "size": 7}, {"id": "cnt_u3", "size": 8}])
     assert "VALUES" not in twice.steps[0][0]
-    assert await writer.write(lambda: Unit.merged(dialect, [unit, twice]))
+    assert await write(writer, lambda: Unit.merged(dialect, [unit, twice]))
     async with transaction(runtime.sessions) as session:
         rows = (
             await session.execute(
@@ -250,24 +246,29 @@ async def test_updates_setting_a_unique_column_go_row_by_row(
     dialect = runtime.engine.dialect
     setup = Unit(dialect)
     setup.insert(ACCOUNTS, [account("acc_qa", "qa"), account("acc_qb", "qb")])
-    assert await writer.write(lambda: setup)
+    assert await write(writer, lambda: setup)
     swap = Unit(dialect)
     swap.update(ACCOUNTS, "id", [{"id": "acc_qb", "name": "qr"}, {"id": "acc_qa", "name": "qb"}])
     assert "VALUES" not in swap.steps[0][0]
-    assert await writer.write(lambda: swap)
+    assert await write(writer, lambda: swap)
     assert {("acc_qa", "qb"), ("acc_qb", "qr")} <= set(await names(runtime))
 
 
 async def test_values_in_an_in_list_are_converted(runtime: Runtime, writer: SqliteWriter) -> None:
     setup = Unit(runtime.engine.dialect)
     setup.insert(CONTENTS, [content("cnt_in1", 1), content("cnt_in2", 2)])
-    assert await writer.write(lambda: setup)
+    assert await write(writer, lambda: setup)
     gone = Unit(runtime.engine.dialect)
     stmt = sa.delete(MessageContent).where(
         MessageContent.created_at.in_([WHEN]), MessageContent.id.in_(["cnt_in1", "cnt_in2"])
     )
-    gone.execute_once(stmt, expect=2)  # the timestamp as stored (text), or nothing matches
-    assert await writer.write(lambda: gone)
+    gone.execute_once(stmt)  # the timestamp as stored (text), or nothing matches
+    assert await write(writer, lambda: gone)
+    async with transaction(runtime.sessions) as session:
+        left = await session.scalar(
+            sa.select(sa.func.count()).where(MessageContent.id.in_(["cnt_in1", "cnt_in2"]))
+        )
+    assert left == 0
 
 
 async def test_inserts_of_many_rows_go_in_statements_of_bounded_size(
@@ -284,7 +285,7 @@ async def test_inserts_of_many_rows_go_in_statements_of_bounded_size(
         return unit
 
     try:
-        assert await writer.write(traced)
+        assert await write(writer, traced)
     finally:
         assert writer._conn is not None
         writer._conn.set_trace_callback(None)
@@ -320,7 +321,7 @@ async def test_a_commit_is_acknowledged_only_once_the_wal_is_synced(
     assert synced == [runtime.settings.db_url.split("///", 1)[1] + "-wal"]
     third = Unit(dialect)
     third.insert(ACCOUNTS, [account("acc_s3", "s3")])
-    assert await writer.write(lambda: third)
+    assert await write(writer, lambda: third)
     assert len(synced) == 2
 
     async with transaction(runtime.sessions) as session:  # SQLAlchemy's connections: FULL
@@ -332,36 +333,8 @@ async def test_a_commit_is_acknowledged_only_once_the_wal_is_synced(
         return None
 
     seen: list[int] = []
-    await writer.write(level)
+    await write(writer, level)
     assert seen == [1]  # NORMAL: the WAL is synced by the writer itself
-
-
-async def test_a_failed_fsync_answers_no_message_as_stored(
-    runtime: Runtime, writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from postroute.smtp.committer import Committer
-
-    def broken(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    async def unexpected(session: object, items: object) -> list[str]:
-        raise AssertionError("the ordinary path was not expected")
-
-    def build(items: object) -> tuple[Unit, list[str]]:
-        unit = Unit(runtime.engine.dialect)
-        unit.insert(ACCOUNTS, [account("acc_f1", "f1")])
-        return unit, ["stored"]
-
-    monkeypatch.setattr(sqlite_writer, "fsync_wal", broken)
-    committer: Committer[str, str] = Committer(
-        lambda: runtime.sessions,
-        unexpected,  # type: ignore[arg-type]
-        writer=lambda: writer,
-        build=build,  # type: ignore[arg-type]
-    )
-    with pytest.raises(OSError, match="Input/output"):
-        await committer.run("m", 1)
-    await committer.close()
 
 
 async def test_after_a_failed_fsync_no_later_commit_is_acknowledged(
@@ -381,9 +354,9 @@ async def test_after_a_failed_fsync_no_later_commit_is_acknowledged(
     first.insert(CONTENTS, [content("cnt_f1", 1)])
     second.insert(CONTENTS, [content("cnt_f2", 2)])
     with pytest.raises(OSError, match="Input/output"):
-        await writer.write(lambda: first)
+        await write(writer, lambda: first)
     with pytest.raises(OSError, match="an earlier fsync failed"):
-        await writer.write(lambda: second)  # its frames follow ones that may be lost
+        await write(writer, lambda: second)  # its frames follow ones that may be lost
     assert len(calls) == 1
     assert told == [None]  # once
     async with runtime.engine.connect() as conn:  # the second was not even written
@@ -446,7 +419,7 @@ async def test_a_failed_fsync_is_told_even_when_its_waiter_is_cancelled(
     writer.on_failure = told.set
     unit = Unit(runtime.engine.dialect)
     unit.insert(CONTENTS, [content("cnt_c1", 1)])
-    waiter = asyncio.ensure_future(writer.write(lambda: unit))
+    waiter = asyncio.ensure_future(write(writer, lambda: unit))
     await asyncio.to_thread(started.wait, 10)
     waiter.cancel()
     release.set()
@@ -466,7 +439,7 @@ async def test_the_wal_is_found_through_a_symlinked_path(tmp_path: Path, runtime
     try:
         unit = Unit(runtime.engine.dialect)
         unit.insert(CONTENTS, [content("cnt_l1", 1)])
-        assert await linked.write(lambda: unit)
+        assert await write(linked, lambda: unit)
         assert linked._wal is not None
         assert os.readlink(f"/proc/self/fd/{linked._wal}") == f"{real}-wal"
     finally:

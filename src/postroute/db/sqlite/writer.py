@@ -1,5 +1,5 @@
-"""SQLite write transactions in one hand-off, for the busiest writers (the SMTP group
-commit, the worker's outcomes).
+"""SQLite write transactions in one hand-off: how :class:`~postroute.db.store.Store`
+writes described changes on a SQLite file.
 
 Through SQLAlchemy's aiosqlite adaptor each statement is a round trip to aiosqlite's
 thread, and each return waits its turn in a busy event loop, all while SQLite's one
@@ -7,16 +7,15 @@ write lock is held (measured in docs/performance-smtp.md: most of a group commit
 transaction was such waits). Here a whole transaction (``BEGIN IMMEDIATE``, guard
 reads, its statements, ``COMMIT``) is one call in a thread of this process with a
 sqlite3 connection of its own, so the lock is held for SQLite's own work: rows go in
-multi-row statements (:mod:`postroute.sqlite_unit`, which holds what a transaction
+multi-row statements (:mod:`postroute.db.sqlite.unit`, which holds what a transaction
 writes), and the commit's fsync is made after the lock is released (see
 :class:`SqliteWriter`).
 
 The statements are SQLAlchemy's, compiled once for SQLite, and the rows are converted by
 its bind processors (:mod:`postroute.db`), mostly before the hand-off. A guard that no
-longer holds (a read that must return what the caller planned with, or a statement
-that must touch an exact number of rows) rolls the whole transaction back and the
-write returns False: the caller then does it the ordinary way. Errors are SQLAlchemy's
-``DBAPIError``, without the bound values.
+longer holds (a read that must return what the caller planned with) rolls the whole
+transaction back and raises :class:`~postroute.db.changes.Stale`, as the ordinary path
+does. Errors are SQLAlchemy's ``DBAPIError``, without the bound values.
 
 PostgreSQL has no such path: its writers do not queue for one lock.
 """
@@ -35,7 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 
 from postroute import db
-from postroute.sqlite_unit import Unit, run_step
+from postroute.db.changes import Stale
+from postroute.db.sqlite.unit import Unit, run_step
 
 log = logging.getLogger("postroute.db")
 
@@ -66,19 +66,11 @@ class SqliteWriter:
         self.on_failure: Callable[[], None] | None = None
         self._notified = False
 
-    async def write(self, build: Callable[[], Unit | None]) -> bool:
-        """:meth:`commit`, then :meth:`sync`: True once the transaction is on disk."""
-        ticket = await self.commit(build)
-        if ticket is None:
-            return False
-        await self.sync(ticket)
-        return True
-
     async def commit(self, build: Callable[[], Unit | None]) -> int | None:
         """Begin (waiting for the write lock), call ``build`` in the transaction (under the
         lock: what is ready then goes in), check its guards, run its statements, commit.
         Returns the commit's ticket for :meth:`sync` (it is not on disk yet); None, with
-        nothing written, when ``build`` gave nothing or a guard failed."""
+        nothing written, when ``build`` gave nothing; ``Stale`` when a guard failed."""
         self._check()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._transaction, build)
@@ -136,13 +128,9 @@ class SqliteWriter:
                     return None
                 for sql, params, rows in unit.guards:
                     if [tuple(r) for r in conn.execute(sql, params).fetchall()] != rows:
-                        conn.execute("ROLLBACK")
-                        return None
-                for sql, many, expect in unit.steps:
-                    changed = run_step(conn, sql, many)
-                    if expect is not None and changed != expect:
-                        conn.execute("ROLLBACK")
-                        return None
+                        raise Stale("a guarded read changed since it was planned")
+                for sql, many in unit.steps:
+                    run_step(conn, sql, many)
                 self._refuse_if_failed()  # failed while this wrote: roll back
                 sql = "COMMIT"
                 conn.execute(sql)

@@ -1,4 +1,4 @@
-"""What one SQLite write transaction of :mod:`postroute.sqlite_writer` does: its guards
+"""What one SQLite write transaction of :mod:`postroute.db.sqlite.writer` does: its guards
 and statements (:class:`Unit`), built by the repositories from SQLAlchemy statements
 compiled once for SQLite, and how a statement runs over many rows (:func:`run_step`).
 
@@ -22,6 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from postroute import db
+from postroute.db.changes import Changes, Execute, Insert, UpdateByKey
 
 Row = tuple[Any, ...]
 
@@ -32,34 +33,63 @@ class Unit:
 
     dialect: Dialect
     guards: list[tuple[str, list[Any], list[Row]]] = field(default_factory=list)
-    steps: list[tuple[str, list[Row], int | None]] = field(default_factory=list)
+    steps: list[tuple[str, list[Row]]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, changes: Changes, dialect: Dialect) -> Unit:
+        """``changes`` compiled: SQL and converted values, ready for the writer's thread."""
+        unit = cls(dialect)
+        for guard in changes.guards:
+            unit.guard(guard.stmt, guard.params, guard.rows)
+        for step in changes.steps:
+            if isinstance(step, Insert):
+                unit.insert(step.table, step.rows)
+            elif isinstance(step, UpdateByKey):
+                unit.update(step.table, step.key, step.rows)
+            elif isinstance(step, Execute):
+                unit.execute(step.stmt, step.rows)
+            else:
+                unit.execute_once(step.stmt)
+        return unit
 
     @classmethod
     def merged(cls, dialect: Dialect, units: Sequence[Unit]) -> Unit:
-        """Several units as one: guards in order; each plain INSERT's rows join its first
-        step (other statements stay in order, apart). Units made alike (the same inserts
-        in the same order, some left out) keep their order."""
+        """Several units as one: guards in order (a guard given again is checked once);
+        each plain INSERT's rows join its first step (other statements stay in order,
+        apart). Units made alike (the same inserts in the same order, some left out) keep
+        their order."""
         out = cls(dialect)
+        seen: set[tuple[str, tuple[Any, ...]]] = set()
         first: dict[str, list[Row]] = {}
         for unit in units:
-            out.guards.extend(unit.guards)
-            for sql, rows, expect in unit.steps:
-                mergeable = expect is None and sql.startswith("INSERT INTO ")
+            for sql, params, rows in unit.guards:
+                if (sql, tuple(params)) not in seen:
+                    seen.add((sql, tuple(params)))
+                    out.guards.append((sql, params, rows))
+            for sql, rows in unit.steps:
+                mergeable = sql.startswith("INSERT INTO ")
                 if mergeable and sql in first:
                     first[sql].extend(rows)
                     continue
                 mine = list(rows)
-                out.steps.append((sql, mine, expect))
+                out.steps.append((sql, mine))
                 if mergeable:
                     first[sql] = mine
         return out
 
     def guard(
-        self, stmt: sa.Select[*tuple[Any, ...]], params: dict[str, Any], rows: Sequence[Row]
+        self,
+        stmt: sa.Select[*tuple[Any, ...]],
+        params: dict[str, Any] | None,
+        rows: Sequence[Row],
     ) -> None:
-        """``stmt`` with ``params`` must return exactly ``rows`` (as :func:`db.fetch_all`
-        returns them), else nothing is written."""
-        sql, values = db.positional_params(stmt, self.dialect, params)
+        """``stmt`` must return exactly ``rows`` (with ``params``: as :func:`db.fetch_all`
+        returns them; without, a statement holding its own values), else nothing is
+        written (the writer raises ``Stale``)."""
+        if params is None:
+            sql, values = _expanded(stmt, self.dialect)
+        else:
+            sql, values = db.positional_params(stmt, self.dialect, params)
         self.guards.append((sql, values, list(rows)))
 
     def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -71,7 +101,7 @@ class Unit:
             plan = db.positional_insert(table, keys, self.dialect)
             if plan is None:
                 raise ValueError(f"{table.name}: columns with Python defaults need the ORM path")
-            self.steps.append((plan[0], db.positional_rows(plan, group), None))
+            self.steps.append((plan[0], db.positional_rows(plan, group)))
 
     def update(self, table: sa.Table, key: str, rows: Sequence[dict[str, Any]]) -> None:
         """``UPDATE table SET ... WHERE key = ...`` per row, as :func:`db.update_by_key`:
@@ -89,7 +119,7 @@ class Unit:
                 or not UPDATE_FROM
                 or _unique_columns(table) & set(group[0])
             ):  # row by row: the same key twice, a UNIQUE column (checked per row), old SQLite
-                self.steps.append((plan[0], params, None))
+                self.steps.append((plan[0], params))
                 continue
             # the plan's parameters: the SET columns in order, then the key (``_<name>``)
             names = [name[1:] for name in db.named(stmt, self.dialect).names]
@@ -105,29 +135,32 @@ class Unit:
                     f"UPDATE {quote(table.name)} SET {sets} FROM (VALUES {values}) AS v "  # noqa: S608
                     f"WHERE {quote(table.name)}.{quote(key)} = v.column{len(names)}"
                 )
-                self.steps.append((sql, [tuple(itertools.chain.from_iterable(chunk))], None))
+                self.steps.append((sql, [tuple(itertools.chain.from_iterable(chunk))]))
 
-    def execute_once(self, stmt: sa.ClauseElement, *, expect: int | None = None) -> None:
+    def execute_once(self, stmt: sa.ClauseElement) -> None:
         """``stmt`` with the values it holds (an ``IN`` list, say) as one statement: compiled
         here, not kept (:meth:`execute` is for statements built once)."""
-        compiled = cast(SQLCompiler, stmt.compile(dialect=self.dialect))
-        state = compiled.construct_expanded_state()
-        names = list(state.positiontup or ())
-        processors = state.processors
-        values = [
-            processors[n](state.parameters[n]) if n in processors else state.parameters[n]
-            for n in names
-        ]
-        self.steps.append((state.statement, [tuple(values)], expect))
+        sql, values = _expanded(stmt, self.dialect)
+        self.steps.append((sql, [tuple(values)]))
 
-    def execute(
-        self, stmt: sa.ClauseElement, rows: Sequence[dict[str, Any]], *, expect: int | None = None
-    ) -> None:
-        """``stmt`` (a statement built once, with named bind parameters) for each row;
-        with ``expect``, the rows it changes in all must be exactly that many."""
+    def execute(self, stmt: sa.ClauseElement, rows: Sequence[dict[str, Any]]) -> None:
+        """``stmt`` (a statement built once, with named bind parameters) for each row."""
         if rows:
             compiled = db.named(stmt, self.dialect)
-            self.steps.append((compiled.sql, [compiled.values(row) for row in rows], expect))
+            self.steps.append((compiled.sql, [compiled.values(row) for row in rows]))
+
+
+def _expanded(stmt: sa.ClauseElement, dialect: Dialect) -> tuple[str, list[Any]]:
+    """A statement holding its own values, compiled with them (``IN`` lists expanded)."""
+    compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))
+    state = compiled.construct_expanded_state()
+    names = list(state.positiontup or ())
+    processors = state.processors
+    values = [
+        processors[n](state.parameters[n]) if n in processors else state.parameters[n]
+        for n in names
+    ]
+    return state.statement, values
 
 
 # A plain INSERT's rows go in multi-row statements: executemany() steps once per row, and

@@ -1,0 +1,135 @@
+"""The one submit path for HTTP and SMTP: plan drafts against the account's pools (as
+last read), store them, answer ids.
+
+    submitter.submit(account_id, drafts)            # HTTP: plan, then store
+    planned = await submitter.plan(account_id, [draft])
+    await submitter.store([planned, ...])           # SMTP: its group commit batches plans
+
+Planning happens before any write lock (SQLite has one writer). The pools are kept per
+account with their stamp; the write is guarded by that stamp, so a pool changed since
+(by any process) makes the write :class:`~postroute.db.changes.Stale`: the drafts
+concerned are planned again against the pools read then, and may be refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from postroute import errors
+from postroute.api.runtime import Runtime
+from postroute.db.changes import Changes, Stale
+from postroute.db.engine import begin_read, transaction
+from postroute.db.store import Prepared
+from postroute.messages.planning import AccountPools, Draft, Planned, plan
+from postroute.messages.schemas import SendResponse
+from postroute.pools import repository as pools_repo
+
+Result = list[SendResponse] | errors.DomainError
+Extra = Callable[[Sequence[Planned]], Changes]  # more rows, made from what is written
+
+
+class Submitter:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self._pools: dict[str, AccountPools] = {}
+
+    async def submit(
+        self,
+        account_id: str,
+        drafts: Sequence[Draft],
+        *,
+        batch: bool = False,
+        extra: Extra | None = None,
+    ) -> list[SendResponse]:
+        """Plan ``drafts`` (all or none) and store them with ``extra`` (e.g. the
+        idempotency key's row, made from the replies) in one write; their replies."""
+        planned = await self.plan(account_id, drafts, batch=batch)
+        (result,) = await self.store([planned], extra)
+        if isinstance(result, errors.DomainError):
+            raise result
+        return result
+
+    async def plan(self, account_id: str, drafts: Sequence[Draft], *, batch: bool) -> Planned:
+        """``drafts`` checked and made into rows against the account's pools as last read;
+        refused by those, against the pools read now (one created a moment ago, perhaps
+        by another process, must not be refused)."""
+        known = self._pools.get(account_id)
+        pools = known or await self.pools(account_id)
+        now = self.rt.clock.now()
+        try:
+            return plan(account_id, drafts, pools, now, batch=batch)
+        except errors.DomainError:
+            if known is None:
+                raise
+        return plan(account_id, drafts, await self.pools(account_id), now, batch=batch)
+
+    def prepare(self, planned: Planned) -> Prepared:
+        """``planned``'s rows in the form the store writes (compiled now on SQLite, before
+        the write lock)."""
+        return self.rt.store.prepare(planned.changes)
+
+    async def store(self, planned: Sequence[Planned], extra: Extra | None = None) -> list[Result]:
+        """``planned`` (and ``extra`` of what is written) in one write; per item its
+        replies, or the DomainError refusing it when its pools changed meanwhile and
+        refuse it now."""
+        results: list[Result | None] = [None] * len(planned)
+        todo = list(enumerate(planned))
+        while todo:
+            parts = [self.prepare(p) for _, p in todo]
+            if extra is not None:
+                parts.append(self.rt.store.prepare(extra([p for _, p in todo])))
+            try:
+                ticket = await self.rt.store.commit(_given(parts))
+            except Stale:
+                again = await self.refresh([p for _, p in todo])
+                for (i, _), item in zip(todo, again, strict=True):
+                    if isinstance(item, errors.DomainError):
+                        results[i] = item
+                todo = [
+                    (i, p) for (i, _), p in zip(todo, again, strict=True) if isinstance(p, Planned)
+                ]
+                continue
+            if ticket is not None:
+                await self.rt.store.sync(ticket)
+            for i, item in todo:
+                results[i] = item.replies
+            todo = []
+        return [r if r is not None else [] for r in results]
+
+    async def refresh(self, planned: Sequence[Planned]) -> list[Planned | errors.DomainError]:
+        """After a stale write: each item as planned against its account's pools read now
+        (once per account); the same item where those still hold, a DomainError where
+        they refuse it."""
+        fresh: dict[str, AccountPools] = {}
+        out: list[Planned | errors.DomainError] = []
+        for item in planned:
+            if item.account_id not in fresh:
+                fresh[item.account_id] = await self.pools(item.account_id)
+            pools = fresh[item.account_id]
+            if pools.stamp == item.stamp:
+                out.append(item)  # its pools held: another item's did not
+                continue
+            try:
+                out.append(plan(item.account_id, item.drafts, pools, item.now, batch=item.batch))
+            except errors.DomainError as exc:
+                out.append(exc)
+        return out
+
+    def known(self, account_id: str) -> AccountPools | None:
+        """The account's pools as last read, if they were."""
+        return self._pools.get(account_id)
+
+    async def pools(self, account_id: str) -> AccountPools:
+        """The account's pools read now (and kept for the next plans)."""
+        async with transaction(self.rt.sessions) as session:
+            await begin_read(session)
+            # The stamp first: if a pool changes in between, the pools are newer than
+            # their stamp, and the write's guard plans again (never the other way round).
+            stamp = await pools_repo.pools_stamp(session, account_id)
+            pools = list(await pools_repo.list_pools(session, account_id))
+        found = self._pools[account_id] = AccountPools(account_id, pools, stamp)
+        return found
+
+
+def _given(parts: list[Prepared]) -> Callable[[], list[Prepared]]:
+    return lambda: parts

@@ -50,6 +50,7 @@ run: install
 
 lint: dev
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
 
 typecheck: dev
 	$(BIN)/mypy

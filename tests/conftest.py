@@ -26,11 +26,11 @@ import sqlalchemy as sa
 from postroute import migrate
 from postroute.accounts import service as accounts
 from postroute.api.app import create_app
-from postroute.api.runtime import Runtime
 from postroute.config import Settings
 from postroute.db import create_engine
 from postroute.kit.clock import FakeClock
 from postroute.models import Base
+from postroute.runtime import Runtime
 
 if TYPE_CHECKING:
     from tests.support.fixtures import RelayCA

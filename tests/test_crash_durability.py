@@ -24,8 +24,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from postroute.api.runtime import Runtime
 from postroute.models import Message
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool
 from tests.smtp.conftest import BASIC, HOST, queued_id

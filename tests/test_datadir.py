@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from postroute import migrate
-from postroute.api.runtime import Runtime
 from postroute.config import Settings
+from postroute.runtime import Runtime
 
 
 def mode(path: Path) -> int:

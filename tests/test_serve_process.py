@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from postroute.api.runtime import Runtime
 from postroute.process import EXIT_STOP_FAILED, WORKER_PROCESS
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool
 from tests.support.processes import Process, Processes, alive, refuses, wait_until

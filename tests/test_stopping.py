@@ -20,10 +20,10 @@ import pytest
 import sqlalchemy as sa
 
 from postroute import process
-from postroute.api.runtime import Runtime
 from postroute.config import Settings
 from postroute.models import Message
 from postroute.process import EXIT_STOP_FAILED, Parts, serve_forever
+from postroute.runtime import Runtime
 from postroute.smtp.listeners import SmtpServer
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     smtp_max_command_bytes: int = Field(default=1024, ge=512)
     smtp_idle_timeout_seconds: float = Field(default=300.0, gt=0)
 
-    # Authentication limits (SMTP AUTH and HTTP Bearer keys alike): see accounts/guard.py
+    # Authentication limits (SMTP AUTH and HTTP Bearer keys alike): see kit/guard.py
     auth_failures_per_source: int = Field(
         default=5,
         ge=1,

@@ -1,4 +1,4 @@
-"""Domain errors and their public codes (SPEC section 4). Services raise these; the HTTP
+"""Domain errors and their public codes. Services raise these; the HTTP
 and SMTP layers map them to status codes and replies."""
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ import uvicorn
 
 from postroute import migrate
 from postroute.api.app import create_app
-from postroute.api.runtime import Runtime
 from postroute.config import Settings, parse_bind
 from postroute.delivery.worker import Worker
+from postroute.runtime import Runtime
 from postroute.smtp.listeners import SmtpServer
 from postroute.worker_process import EXIT_DISK_FAILED, WorkerProcess, watch_supervisor
 

@@ -6,11 +6,11 @@ import asyncio
 
 import httpx
 
-from postroute.accounts.guard import MAX_WAITING, AuthGuard
-from postroute.api.runtime import Runtime
 from postroute.kit.clock import FakeClock
-from tests.accounts.test_guard import Waits
+from postroute.kit.guard import MAX_WAITING, AuthGuard
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
+from tests.kit.test_guard import Waits
 
 
 async def test_missing_key_is_401_with_envelope(client: httpx.AsyncClient) -> None:

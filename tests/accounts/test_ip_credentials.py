@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from postroute.accounts import ip_credentials
-from postroute.api.runtime import Runtime
 from postroute.cli import app
 from postroute.config import Settings
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 
 PATH = "/v1/ip-credentials"

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from postroute.api.app import create_app
-from postroute.api.runtime import Runtime
 from postroute.config import Settings
 from postroute.kit.clock import FakeClock
+from postroute.runtime import Runtime
 
 
 async def test_ready(client: httpx.AsyncClient) -> None:

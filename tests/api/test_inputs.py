@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from postroute.api.app import create_app
-from postroute.api.runtime import Runtime
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 
 LIMIT = 100_000

@@ -12,8 +12,8 @@ import jsonschema_rs
 import pytest
 import schemathesis
 
-from postroute.accounts.guard import TooManyAttempts
-from postroute.api.runtime import Runtime
+from postroute.kit.guard import TooManyAttempts
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool
 

@@ -22,7 +22,7 @@ import schemathesis
 from schemathesis.engine import Status, events, from_schema
 
 from postroute.api.app import create_app
-from postroute.api.runtime import Runtime
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 
 Scope = MutableMapping[str, Any]

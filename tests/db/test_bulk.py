@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from postroute.api.runtime import Runtime
 from postroute.db import begin_read, fetch_all, insert_many, transaction
 from postroute.models import Account
 from postroute.models.base import table_of
+from postroute.runtime import Runtime
 
 WHEN = datetime(2026, 11, 21, 9, 30, 0, 5, tzinfo=UTC)
 

@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from postroute.api.runtime import Runtime
 from postroute.db import (
     begin_read,
     create_engine,
@@ -20,6 +19,7 @@ from postroute.db import (
 )
 from postroute.models import Account, MessageContent
 from postroute.models.base import _sqlite_text, table_of
+from postroute.runtime import Runtime
 from tests.conftest import BACKEND
 
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from postroute.api.runtime import Runtime
 from postroute.delivery.worker import Worker
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 from tests.support.relay import RecordingRelay
 

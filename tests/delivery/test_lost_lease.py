@@ -16,13 +16,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from postroute.api.runtime import Runtime
 from postroute.db import transaction
 from postroute.db.changes import Changes, Stale
 from postroute.delivery import repository as queue
 from postroute.delivery.worker import Worker
 from postroute.kit.clock import FakeClock
 from postroute.models import Delivery
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool, message, send
 from tests.support.relay import Command, RecordingRelay

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from postroute.api.runtime import Runtime
+from postroute.runtime import Runtime
 from tests.conftest import BACKEND, Tenant
 from tests.delivery.conftest import add_pool
 from tests.support.relay import RecordingRelay

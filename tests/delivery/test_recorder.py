@@ -10,11 +10,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from postroute.api.runtime import Runtime
 from postroute.db import transaction
 from postroute.delivery.worker import Worker
 from postroute.kit.clock import FakeClock
 from postroute.models import Delivery
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool, message, send
 from tests.delivery.test_lost_lease import spy_on_store, warm_up

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from postroute.api.runtime import Runtime
 from postroute.delivery.worker import Worker
 from postroute.kit.clock import FakeClock
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool, message, send
 from tests.support.fixtures import RelayFactory

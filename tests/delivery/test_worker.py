@@ -11,13 +11,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from postroute.api.runtime import Runtime
 from postroute.db import transaction
 from postroute.delivery import repository as queue
 from postroute.delivery.flight import InFlight
 from postroute.delivery.worker import HELD, Worker
 from postroute.kit.clock import FakeClock
 from postroute.models import Delivery, SmtpPool
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool, message, send
 from tests.support.fixtures import RelayFactory

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from postroute.api.app import create_app
-from postroute.api.runtime import Runtime
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool, send
 

@@ -10,15 +10,16 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from postroute.api.errors import pydantic_details
+from postroute.messages.fields import Address
 from postroute.messages.schemas import (
-    Address,
     SendBatchRequest,
     SendBatchResponse,
     SendRequest,
     SendResponse,
     SentMessage,
 )
-from postroute.messages.validation import MAX_METADATA_BYTES, validation_details
+from postroute.messages.validation import MAX_METADATA_BYTES
 
 
 def request(**changes: Any) -> dict[str, Any]:
@@ -38,8 +39,8 @@ def problems(data: Any, model: type[BaseModel] = SendRequest) -> list[dict[str, 
         model.model_validate_json(json.dumps(data))
     with pytest.raises(ValidationError) as python_error:
         model.model_validate(data)
-    details = validation_details(json_error.value)
-    python_details = validation_details(python_error.value)
+    details = pydantic_details(json_error.value.errors())
+    python_details = pydantic_details(python_error.value.errors())
     assert [d["field"] for d in python_details] == [d["field"] for d in details]
     return details
 
@@ -293,7 +294,7 @@ def test_html_alone_or_with_text(changes: dict[str, Any]) -> None:
 def test_body_text_must_be_valid_unicode() -> None:
     with pytest.raises(ValidationError) as error:
         SendRequest.model_validate(request(text="broken \ud800 surrogate"))
-    assert validation_details(error.value) == [
+    assert pydantic_details(error.value.errors()) == [
         {"field": "text", "message": "contains invalid Unicode (a lone surrogate)"}
     ]
 
@@ -549,7 +550,7 @@ class _Framed(BaseModel):
 def test_details_drop_a_leading_body() -> None:
     with pytest.raises(ValidationError) as error:
         _Framed.model_validate({"body": request(subject="")})
-    assert validation_details(error.value) == [
+    assert pydantic_details(error.value.errors()) == [
         {"field": "subject", "message": "subject must not be empty"}
     ]
 
@@ -557,8 +558,8 @@ def test_details_drop_a_leading_body() -> None:
 def test_invalid_json() -> None:
     with pytest.raises(ValidationError) as error:
         SendRequest.model_validate_json("{not json")
-    [detail] = validation_details(error.value)
-    assert detail["field"] == "" and detail["message"].startswith("Invalid JSON")
+    [detail] = pydantic_details(error.value.errors())
+    assert detail["field"] == "" and detail["message"].startswith("the body is not valid JSON")
 
 
 # --- replies ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from postroute.api.runtime import Runtime
+from postroute.runtime import Runtime
 from tests.conftest import BACKEND, Tenant
 from tests.support.fixtures import RelayFactory
 from tests.support.relay import SilentServer

@@ -23,9 +23,9 @@ import pytest
 import uvloop
 
 from postroute.api.app import create_app
-from postroute.api.runtime import Runtime
 from postroute.config import Settings
 from postroute.delivery.worker import Worker
+from postroute.runtime import Runtime
 from postroute.smtp.listeners import IMPLICIT, STARTTLS, SmtpServer
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool

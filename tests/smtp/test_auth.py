@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from postroute.accounts.guard import AuthGuard
-from postroute.api.runtime import Runtime
 from postroute.db import create_engine, session_factory
 from postroute.kit.clock import FakeClock
+from postroute.kit.guard import AuthGuard
+from postroute.runtime import Runtime
 from postroute.smtp import replies
-from tests.accounts.test_guard import Waits
 from tests.conftest import Tenant, make_tenant
+from tests.kit.test_guard import Waits
 from tests.smtp.conftest import BASIC, HOST, Ports, RawClient, queued_id
 from tests.support.fixtures import RelayCA
 

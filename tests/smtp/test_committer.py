@@ -14,11 +14,11 @@ import pytest
 import sqlalchemy as sa
 
 from postroute import errors
-from postroute.api.runtime import Runtime
 from postroute.db import create_engine, session_factory, transaction
 from postroute.db.changes import Changes
 from postroute.db.sqlite import writer as sqlite_writer
 from postroute.db.store import Prepared, Store
+from postroute.runtime import Runtime
 from postroute.smtp.committer import Committer, Replan
 from tests.conftest import Tenant
 from tests.smtp.conftest import BASIC, Ports, RawClient, message, queued_id

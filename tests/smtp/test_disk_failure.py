@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from postroute.api.runtime import Runtime
 from postroute.config import Settings
 from postroute.db.sqlite import writer as sqlite_writer
 from postroute.process import Parts, serve_forever
+from postroute.runtime import Runtime
 from postroute.smtp import replies
 from postroute.worker_process import EXIT_DISK_FAILED, WorkerProcess
 from tests.conftest import BACKEND, Tenant

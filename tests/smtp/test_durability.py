@@ -8,8 +8,8 @@ import smtplib
 import ssl
 from typing import Any
 
-from postroute.api.runtime import Runtime
 from postroute.config import Settings
+from postroute.runtime import Runtime
 from postroute.smtp.listeners import IMPLICIT, SmtpServer
 from tests.conftest import Tenant
 from tests.smtp.conftest import BASIC, HOST, deliver_after_restart, queued_id

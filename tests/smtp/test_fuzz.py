@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from postroute.api.runtime import Runtime
+from postroute.runtime import Runtime
 from postroute.smtp.listeners import SmtpServer
 from tests.smtp.conftest import (
     BASIC,

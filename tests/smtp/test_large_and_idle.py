@@ -17,10 +17,10 @@ import random
 import httpx
 import pytest
 
-from postroute.api.runtime import Runtime
 from postroute.config import Settings
 from postroute.delivery.worker import Worker
 from postroute.models import Message
+from postroute.runtime import Runtime
 from postroute.smtp import replies
 from postroute.smtp.handler import THREAD_AT
 from tests.conftest import Tenant

@@ -25,9 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
-from postroute.api.runtime import Runtime
 from postroute.models import Message
 from postroute.models.queue import Delivery
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool
 from tests.smtp.conftest import BASIC, HOST, deliver_after_restart, queued_id

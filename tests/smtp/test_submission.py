@@ -15,9 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from postroute.api.runtime import Runtime
 from postroute.delivery.worker import Worker
 from postroute.models import Message
+from postroute.runtime import Runtime
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool
 from tests.smtp.conftest import BASIC, HOST, Ports, queued_id

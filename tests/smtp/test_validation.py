@@ -9,8 +9,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from postroute.api.runtime import Runtime
 from postroute.db import create_engine, session_factory
+from postroute.runtime import Runtime
 from postroute.smtp import replies
 from tests.conftest import Tenant
 from tests.delivery.conftest import add_pool

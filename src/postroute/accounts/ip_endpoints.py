@@ -13,7 +13,7 @@ from postroute.api.deps import AccountDep, RuntimeDep, SessionDep
 from postroute.api.errors import responses
 from postroute.api.params import object_id
 from postroute.api.routing import JsonRoute
-from postroute.messages import validation as v
+from postroute.kit import text as v
 
 router = APIRouter(prefix="/v1/ip-credentials", tags=["ip-credentials"], route_class=JsonRoute)
 CredentialId = Annotated[str, object_id("IP credential", "ipc_0123456789ABCDEFGHIJKLMNOP")]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from postroute.messages import validation as v
+from postroute.kit import text as v
 
 KeyName = Annotated[
     str,

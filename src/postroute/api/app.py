@@ -20,10 +20,10 @@ from postroute.accounts.endpoints import router as keys_router
 from postroute.accounts.ip_endpoints import router as ip_credentials_router
 from postroute.api import errors as api_errors
 from postroute.api import openapi
-from postroute.api.runtime import Runtime
 from postroute.db import begin_read
 from postroute.messages.endpoints import router as messages_router
 from postroute.pools.endpoints import router as pools_router
+from postroute.runtime import Runtime
 
 log = logging.getLogger("postroute.api")
 READY_TIMEOUT = 5.0  # seconds the database may take to answer /readyz

@@ -11,11 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
 from postroute.accounts import service as accounts
-from postroute.accounts.guard import TooManyAttempts
 from postroute.accounts.service import AccountContext
-from postroute.api.runtime import Runtime
 from postroute.db import begin_read
+from postroute.kit.guard import TooManyAttempts
 from postroute.messages.submit import Submitter
+from postroute.runtime import Runtime
 
 _bearer = HTTPBearer(
     auto_error=False, description="An API key: `Authorization: Bearer pr_live_...`"

@@ -123,6 +123,8 @@ def field_path(loc: Sequence[str | int]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif part == "":  # an empty dict key
+            out += '[""]'
         elif part != "[key]":  # pydantic's mark for "the key of this entry"
             out += ("." if out else "") + str(part)
     return out
@@ -136,7 +138,9 @@ def pydantic_details(raw: Sequence[Any]) -> list[dict[str, Any]]:
             details.append({"field": "", "message": f"the body is not valid JSON: {reason}"})
             continue
         loc = [p for p in err.get("loc", ()) if not str(p).startswith("function-")]
-        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        message = str(err.get("msg", "invalid value"))
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
         details.append({"field": field_path(loc), "message": message})
     return details
 

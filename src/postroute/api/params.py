@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import AfterValidator, BeforeValidator
 
-from postroute.messages.validation import NO_CONTROL_PATTERN
+from postroute.kit.text import NO_CONTROL_PATTERN
 
 # Ids are a prefix and 26 base32hex characters (``smtp_01K9...``); anything shaped like an
 # id is looked up (and may be a 404), anything else is a 422.

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from postroute import datadir, errors, migrate
 from postroute.accounts import service as accounts
 from postroute.api.errors import pydantic_details
-from postroute.api.runtime import Runtime
 from postroute.config import Settings
 from postroute.models import Account
+from postroute.runtime import Runtime
 
 T = TypeVar("T")
 INVALID = 2  # invalid input; a refused operation is 1

@@ -8,10 +8,10 @@ import typer
 import uvloop
 
 from postroute import migrate as migrations
-from postroute.api.runtime import Runtime
 from postroute.cli.common import fail, run, settings
 from postroute.config import Settings
 from postroute.process import Parts, serve_forever
+from postroute.runtime import Runtime
 
 
 def migrate() -> None:

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from postroute.api.runtime import Runtime
 from postroute.cli.common import fail, resolve_account, run, runtime, validated
 from postroute.messages import service, views
 from postroute.messages.schemas import SendRequest
 from postroute.messages.submit import Submitter
+from postroute.runtime import Runtime
 
 FINAL = {"sent", "bounced", "dropped", "delivered"}
 MAX_WAIT = 24 * 3600.0  # seconds: longer is a typo (a worker retries for days, not --wait)

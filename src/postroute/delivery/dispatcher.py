@@ -17,12 +17,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postroute.api.runtime import Runtime
 from postroute.db.changes import Changes, apply
 from postroute.db.engine import transaction
 from postroute.delivery import pipeline, recorder
 from postroute.delivery import repository as repo
-from postroute.delivery.dispatch import Budget, Take
+from postroute.delivery.dispatch import Budget, Hold, Take
 from postroute.delivery.flight import InFlight
 from postroute.delivery.health import HealthBook
 from postroute.delivery.limits import (
@@ -39,6 +38,7 @@ from postroute.delivery.senders import POOL_DOWN, PoolSender, Report, SenderDeps
 from postroute.pools import repository as pools_repo
 from postroute.relay.errors import SMTP_RATE_LIMIT
 from postroute.relay.results import RelayDown, Sent, UnknownOutcome
+from postroute.runtime import Runtime
 
 log = logging.getLogger("postroute.delivery")
 
@@ -104,6 +104,24 @@ class Dispatcher:
             else:
                 pipeline.record(stopped, fl, step, now, self.policy, self.deadline(fl))
         return takes, stopped
+
+    def rows_of(self, batch: list[InFlight]) -> recorder.Rows:
+        """``record``: what became of messages whose tries are over, as rows."""
+        rows = recorder.Rows()
+        for fl in batch:
+            now = fl.reports[-1].finished_at
+            if recorder.really_tried(fl):
+                pipeline.record(rows, fl, None, now, self.policy, self.deadline(fl))
+                continue
+            # no pool could be tried at all: wait for the earliest to come back
+            pools = [self.directory.by_id[p] for p in fl.candidates if p in self.directory.by_id]
+            step = pipeline.choose_pool(
+                fl, pools, self.health, Budget({}), {}, now, self.deadline(fl)
+            )
+            if isinstance(step, Take):  # came back meanwhile: try again soon
+                step = Hold(now, POOL_DOWN, "pool came back")
+            pipeline.record(rows, fl, step, now, self.policy, self.deadline(fl))
+        return rows
 
     def send(self, fl: InFlight, take: Take) -> None:
         """``prepare`` and hand the job to the pool's sender."""

@@ -9,13 +9,13 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postroute.api.runtime import Runtime
 from postroute.db import transaction
 from postroute.delivery.health import HealthBook
 from postroute.delivery.routing import PoolDirectory
 from postroute.pools import repository as pools_repo
 from postroute.pools import service as pools
 from postroute.pools.probe import probe
+from postroute.runtime import Runtime
 
 log = logging.getLogger("postroute.delivery")
 

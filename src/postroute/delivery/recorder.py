@@ -6,13 +6,15 @@ leases are written (a lease that expired and was taken over is left to its new o
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from postroute import events
-from postroute.db.changes import Changes
+from postroute.db.changes import Changes, Stale
+from postroute.db.engine import begin_read, transaction
 from postroute.delivery import repository as repo
 from postroute.delivery.dispatch import Hold
 from postroute.delivery.flight import InFlight
@@ -32,6 +34,9 @@ from postroute.relay.results import (
     UnknownOutcome,
     reply_line,
 )
+from postroute.runtime import Runtime
+
+log = logging.getLogger("postroute.delivery")
 
 
 @dataclass
@@ -262,3 +267,26 @@ def only(rows: Rows, owned: set[str]) -> Rows:
         touched=rows.touched,
         succeeded=rows.succeeded,
     )
+
+
+async def write(
+    runtime: Runtime, owner: str, book: HealthBook, rows: Rows
+) -> list[tuple[str, datetime]]:
+    """``rows`` as one write; a lease taken over meanwhile (``Stale``) leaves that message
+    to its new owner and the rest is written. Returns the pools whose health row was
+    written (for ``HealthBook.written`` after the commit)."""
+    while True:
+        due = health_due(rows, book)
+        try:
+            await runtime.store.write(changes_for(rows, owner, book))
+            return due
+        except Stale:
+            ids = [m["id"] for m in rows.messages]
+            async with transaction(runtime.sessions) as session:
+                await begin_read(session)
+                owned = await repo.still_leased(session, owner, ids)
+            log.info(
+                "%d leases were taken over before their outcomes were written",
+                len(ids) - len(owned),
+            )
+            rows = only(rows, owned)

@@ -16,9 +16,7 @@ from postroute.db.changes import Changes
 from postroute.kit.clock import as_utc
 from postroute.models import Delivery, DeliveryAttempt, Message, MessageContent
 from postroute.models.base import table_of
-
-QUEUED = "queued"
-LEASED = "leased"
+from postroute.models.queue import LEASED, QUEUED
 
 
 @dataclass(frozen=True)

@@ -21,18 +21,15 @@ import socket
 from collections import Counter
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from postroute.api.runtime import Runtime
-from postroute.db.changes import Changes, Stale, apply
-from postroute.db.engine import begin_read, transaction
-from postroute.delivery import pipeline, recorder
+from postroute.db.changes import Changes, apply
+from postroute.db.engine import transaction
+from postroute.delivery import claims, recorder
 from postroute.delivery import repository as repo
-from postroute.delivery.dispatch import Budget, Hold, Take
-from postroute.delivery.dispatcher import Dispatcher, write_budget
+from postroute.delivery.dispatch import Take
+from postroute.delivery.dispatcher import Dispatcher
 from postroute.delivery.flight import InFlight
-from postroute.delivery.senders import POOL_DOWN
 from postroute.pools import repository as pools_repo
+from postroute.runtime import Runtime
 
 log = logging.getLogger("postroute.delivery")
 HELD = 4  # claimed messages per worker at most, in batches (being sent or to be written)
@@ -140,7 +137,7 @@ class Worker:
                 await self.dispatcher.prober.start_due(session, now)
                 return 0
         try:
-            takes = await self._dispatch(claimed, now)
+            takes = await claims.decide(self.rt, self.dispatcher, self.owner, claimed, now)
         except Exception:  # give the leases back at once rather than at their expiry
             with contextlib.suppress(Exception):
                 await self._release([c.message_id for c in claimed])
@@ -152,49 +149,6 @@ class Worker:
         for fl, take in takes:
             self.dispatcher.send(fl, take)
         return len(claimed)
-
-    async def _dispatch(
-        self, claimed: list[repo.Claimed], now: datetime
-    ) -> list[tuple[InFlight, Take]]:
-        """Read what the leased messages need, decide, write what must be written."""
-        d = self.dispatcher
-        async with transaction(self.rt.sessions) as session:  # leased rows: only reads
-            await begin_read(session)
-            ids = [c.message_id for c in claimed]
-            envelopes = await repo.load_envelopes(session, ids)
-            contents = await repo.load_contents(session, {e.content_id for e in envelopes.values()})
-            await d.directory.refresh(session, {c.account_id for c in claimed})
-        for p in d.directory.by_id.values():
-            d.health.sync(p.id, p.health_state, p.consecutive_failures, p.down_until, now)
-        limited = [p for p in d.directory.by_id.values() if p.daily_limit is not None]
-        budget = Budget({})
-        if limited:  # slots are reserved under the lock, so they are exact across workers
-            async with transaction(self.rt.sessions) as session:
-                used = await pools_repo.lock_usage(session, [p.id for p in limited], now.date())
-                budget = Budget({p.id: (p.daily_limit or 0) - used.get(p.id, 0) for p in limited})
-                takes, stopped = d.decide(claimed, envelopes, contents, budget, now)
-                await self._write_decisions(session, budget, stopped, now)
-        else:
-            takes, stopped = d.decide(claimed, envelopes, contents, budget, now)
-            if stopped.messages:
-                async with transaction(self.rt.sessions) as session:
-                    await self._write_decisions(session, budget, stopped, now)
-        if d.prober.due(now):  # a down pool is probed even while others are busy
-            async with transaction(self.rt.sessions) as session:
-                await d.prober.start_due(session, now)
-        return takes
-
-    async def _write_decisions(
-        self, session: AsyncSession, budget: Budget, stopped: recorder.Rows, now: datetime
-    ) -> None:
-        """The budget taken and the messages stopped before a send, in the caller's
-        transaction (it holds the write lock, or on PostgreSQL the leases it guards)."""
-        ids = [m["id"] for m in stopped.messages]
-        owned = await repo.still_leased(session, self.owner, ids)
-        rows = recorder.only(stopped, owned)
-        await write_budget(
-            session, budget, now, recorder.changes_for(rows, self.owner, self.health)
-        )
 
     # -- recording -------------------------------------------------------------------------
 
@@ -244,23 +198,9 @@ class Worker:
             return
         batch, self._finished = self._finished, []
         self._recording += len(batch)
-        d = self.dispatcher
-        rows = recorder.Rows()
-        for fl in batch:
-            if recorder.really_tried(fl):
-                pipeline.record(
-                    rows, fl, None, fl.reports[-1].finished_at, d.policy, d.deadline(fl)
-                )
-                continue
-            # no pool could be tried at all: wait for the earliest to come back
-            now = fl.reports[-1].finished_at
-            pools = [d.directory.by_id[p] for p in fl.candidates if p in d.directory.by_id]
-            step = pipeline.choose_pool(fl, pools, d.health, Budget({}), {}, now, d.deadline(fl))
-            if isinstance(step, Take):  # came back meanwhile: try again soon
-                step = Hold(now, POOL_DOWN, "pool came back")
-            pipeline.record(rows, fl, step, now, d.policy, d.deadline(fl))
+        rows = self.dispatcher.rows_of(batch)
         try:
-            written = await self._write(rows)
+            written = await recorder.write(self.rt, self.owner, self.health, rows)
         except Exception:
             self._finished = batch + self._finished  # keep them; the leases still hold
             self._reported.set()
@@ -273,26 +213,6 @@ class Worker:
             self._inflight.pop(fl.claimed.message_id, None)
         if self._room():
             self._wake.set()
-
-    async def _write(self, rows: recorder.Rows) -> list[tuple[str, datetime]]:
-        """The batch as one write; a lease taken over meanwhile (``Stale``) leaves that
-        message to its new owner and the rest is written. Returns the pools whose health
-        row was written (for ``HealthBook.written`` after the commit)."""
-        while True:
-            due = recorder.health_due(rows, self.health)
-            try:
-                await self.rt.store.write(recorder.changes_for(rows, self.owner, self.health))
-                return due
-            except Stale:
-                ids = [m["id"] for m in rows.messages]
-                async with transaction(self.rt.sessions) as session:
-                    await begin_read(session)
-                    owned = await repo.still_leased(session, self.owner, ids)
-                log.info(
-                    "%d leases were taken over before their outcomes were written",
-                    len(ids) - len(owned),
-                )
-                rows = recorder.only(rows, owned)
 
     async def _give_back(self, takes: list[tuple[InFlight, Take]], now: datetime) -> None:
         """Release messages that were taken but not sent, with their daily-limit slots."""

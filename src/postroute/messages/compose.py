@@ -47,7 +47,8 @@ from email.utils import format_datetime
 from functools import lru_cache
 from typing import Any
 
-from postroute.messages.schemas import Address, Attachment, SendRequest
+from postroute.messages.fields import Address, Attachment
+from postroute.messages.schemas import SendRequest
 from postroute.messages.validation import HEADER_NAME
 
 # For the body parts: CRLF line ends and no 8-bit data (qp or base64 whenever needed).

@@ -18,10 +18,11 @@ from postroute.api.params import ID_PATTERN, TEXT_MAX, TEXT_PATTERN, Timestamp, 
 from postroute.api.routing import JsonRoute
 from postroute.db import begin_read
 from postroute.db.changes import Changes
+from postroute.kit.text import TEXT_PATTERN as TAG_PATTERN
 from postroute.messages import service, views
 from postroute.messages.planning import Planned
-from postroute.messages.repository import MessageFilter
 from postroute.messages.schemas import (
+    MessageFilter,
     SendBatchRequest,
     SendBatchResponse,
     SendRequest,
@@ -29,7 +30,6 @@ from postroute.messages.schemas import (
 )
 from postroute.messages.submit import Submitter
 from postroute.messages.validation import MAX_TAG_LENGTH
-from postroute.messages.validation import TEXT_PATTERN as TAG_PATTERN
 from postroute.messages.views import CURSOR_PATTERN, MessageDetail, MessageList, MessageStatus
 
 router = APIRouter(tags=["messages"], route_class=JsonRoute)

@@ -24,6 +24,7 @@ from email.utils import format_datetime
 from pydantic_core import PydanticCustomError
 
 from postroute import errors
+from postroute.kit import text as t
 from postroute.messages import header_block
 from postroute.messages import validation as v
 from postroute.messages.planning import Draft, Fields, Problem, Recipient
@@ -169,7 +170,7 @@ class _Twice(Exception):
 def _check_address(address: str) -> tuple[str | None, str]:
     """(normalised address, "") or (None, reason): the HTTP API's rules, cached."""
     try:
-        return v.email_address(address), ""
+        return t.email_address(address), ""
     except PydanticCustomError as exc:
         return None, exc.message()
 

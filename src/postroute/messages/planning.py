@@ -21,15 +21,15 @@ from typing import Any
 
 from postroute import errors, events
 from postroute.db.changes import Changes
-from postroute.delivery.repository import QUEUED
-from postroute.delivery.routing import choose
 from postroute.events.record import Event, record
 from postroute.kit import ids
 from postroute.messages import repository as repo
 from postroute.messages.compose import new_message_id
 from postroute.messages.schemas import SendResponse, SentMessage
 from postroute.models import SmtpPool
+from postroute.models.queue import QUEUED
 from postroute.pools import repository as pools_repo
+from postroute.pools.routing import choose
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute.db.changes import Changes
+from postroute.messages.schemas import MessageFilter
 from postroute.models import (
     Delivery,
     DeliveryAttempt,
@@ -35,16 +34,6 @@ def add_submission(
     changes.insert(table_of(Message), messages)
     changes.insert(table_of(MessageTag), tags)
     changes.insert(table_of(Delivery), queue)
-
-
-@dataclass(frozen=True)
-class MessageFilter:
-    status: str | None = None
-    to: str | None = None
-    tag: str | None = None
-    pool_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
 
 
 async def list_messages(

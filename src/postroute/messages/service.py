@@ -19,8 +19,9 @@ from postroute.db.changes import Changes
 from postroute.kit.clock import Clock
 from postroute.messages import repository as repo
 from postroute.messages.compose import compose
+from postroute.messages.fields import Address
 from postroute.messages.planning import Draft, Recipient
-from postroute.messages.schemas import Address, SendRequest
+from postroute.messages.schemas import SendRequest
 from postroute.models import IdempotencyKey
 from postroute.models.base import table_of
 

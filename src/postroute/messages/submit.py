@@ -16,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from postroute import errors
-from postroute.api.runtime import Runtime
 from postroute.db.changes import Changes, Stale
 from postroute.db.engine import begin_read, transaction
 from postroute.db.store import Prepared
 from postroute.messages.planning import AccountPools, Draft, Planned, plan
 from postroute.messages.schemas import SendResponse
 from postroute.pools import repository as pools_repo
+from postroute.runtime import Runtime
 
 Result = list[SendResponse] | errors.DomainError
 Extra = Callable[[Sequence[Planned]], Changes]  # more rows, made from what is written

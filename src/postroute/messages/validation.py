@@ -8,8 +8,8 @@ Two kinds of check, so that one request gets every problem at once:
   input in :func:`send_problems` / :func:`batch_problems` whether or not the
   value checks passed, and :func:`merge` folds both into one ``ValidationError``.
 
-:func:`validation_details` turns such an error into the ``details`` of the
-API's 422 envelope.
+``api.errors.pydantic_details`` turns such an error into the ``details`` of the API's 422
+envelope.
 """
 
 from __future__ import annotations
@@ -18,31 +18,19 @@ import base64
 import binascii
 import contextlib
 import re
-import sys
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import lru_cache
-from typing import Any, NoReturn, Protocol
+from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
-from pydantic import GetJsonSchemaHandler
-from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError, core_schema
 
-
-def _memoise_domain_checks() -> None:
-    """email_validator checks the domain of every address afresh (length, IDNA and UTS-46
-    rules per character): more than half its cost, for the handful of domains that most
-    recipients share. That check is a pure function of the domain and two flags, so its
-    results are kept per domain (invalid domains raise, and are not kept). Replaced in
-    the module that calls it; email_validator is pinned."""
-    module = sys.modules["email_validator.validate_email"]
-    check = getattr(module, "validate_email_domain_name")  # noqa: B009 - not in its stubs
-    if not hasattr(check, "cache_info"):
-        setattr(module, "validate_email_domain_name", lru_cache(maxsize=4096)(check))  # noqa: B010
-
-
-_memoise_domain_checks()
+from postroute.kit.text import (
+    JsonSchemaExtra,
+    email_address,
+    fail,
+    short,
+    single_line,
+)
 
 MAX_RECIPIENTS = 50  # per list: to, cc, bcc (and reply_to)
 MAX_TAGS = 5
@@ -76,61 +64,12 @@ HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext: printable 
 _CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 _CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+")  # atext, '.' and '@'
 _NAME_ADDR = re.compile(r"(?s)(?P<name>.*?)\s*<(?P<addr>[^<>]*)>")
-# C0 controls but tab, and DEL: in a header the email package (and many readers) take
-# some of them (VT, FF, FS, GS, RS) for line breaks, so none may reach one raw.
-CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# The same rule for the OpenAPI document (an ECMA 262 pattern).
-NO_CONTROL_PATTERN = r"^[^\u0000-\u0008\u000a-\u001f\u007f]*$"
-
-
-class JsonSchemaExtra:
-    """Keywords added to a type's JSON schema (``pattern``, ``maxLength``...) where a
-    validator of ours does the check, for its clearer message."""
-
-    def __init__(self, **extra: Any) -> None:
-        self.extra = extra
-
-    def __get_pydantic_json_schema__(
-        self, core: core_schema.CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        return {**handler(core), **self.extra}
-
-
-NO_CONTROL = JsonSchemaExtra(pattern=NO_CONTROL_PATTERN)
-# Not blank either: one character that is neither a control nor white space (what
-# ``str.strip`` removes). Classes spelt out: ``\s`` and ``\w`` differ between ECMA and Python.
-_C = r"\u0000-\u0008\u000a-\u001f\u007f"
-_W = r" \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-TEXT_PATTERN = f"^[^{_C}]*[^{_C}{_W}][^{_C}]*$"
-TEXT = JsonSchemaExtra(pattern=TEXT_PATTERN)
-
-
-# Somewhere a character that is not white space (a body that is not blank).
-NOT_BLANK_PATTERN = r"[^\t\n\u000b\u000c\r\u001c-\u001f" + _W + "]"
-
-
-def text(max_length: int) -> JsonSchemaExtra:
-    """Schema of a short one-line text (tag, filename, pool...): not blank, ``max_length``."""
-    return JsonSchemaExtra(**TEXT.extra, maxLength=max_length)
-
-
-def one_line_map(keys: dict[str, Any]) -> dict[str, Any]:
-    """Schema of a map of one-line strings whose keys follow ``keys``."""
-    values = {"type": "string", "pattern": NO_CONTROL_PATTERN}
-    return {"type": "object", "propertyNames": keys, "additionalProperties": values}
-
-
 HEADER_NAME_PATTERN = r"^[\u0021-\u0039\u003b-\u007e]+$"
 HEADER_NAME_SCHEMA = JsonSchemaExtra(pattern=HEADER_NAME_PATTERN)
 _MIME_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
 _COMPOSITE = r"(?:[Mm][Uu][Ll][Tt][Ii][Pp][Aa][Rr][Tt]|[Mm][Ee][Ss][Ss][Aa][Gg][Ee])/"
 CONTENT_TYPE_SCHEMA = JsonSchemaExtra(pattern=f"^(?!{_COMPOSITE}){_MIME_NAME}/{_MIME_NAME}$")
 CONTENT_ID_SCHEMA = JsonSchemaExtra(pattern=r"^<?[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+>?$")
-
-
-def _fail(code: str, message: str) -> NoReturn:
-    # No context given, so pydantic shows ``message`` verbatim (braces included).
-    raise PydanticCustomError(code, message)
 
 
 def problem(
@@ -143,46 +82,18 @@ def problem(
 # --- value checks (pydantic validators) -------------------------------------------------
 
 
-def body_text(value: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        _fail("invalid_unicode", "contains invalid Unicode (a lone surrogate)")
-    return value
-
-
-def single_line(value: str) -> str:
-    """No CR, LF, NUL or other control character (tab aside): nothing that ends up in a
-    header may start a new one."""
-    if (found := CONTROL.search(value)) is not None:
-        if found[0] in "\r\n\x00":
-            _fail("line_break", "must not contain line breaks (CR, LF) or NUL characters")
-        code = f"U+{ord(found[0]):04X}"
-        _fail("control_character", f"must not contain control characters ({code}); tab is allowed")
-    return body_text(value)
-
-
-def _short(value: str, what: str, max_length: int) -> str:
-    value = single_line(value).strip()
-    if not value:
-        _fail("text_empty", f"{what} must not be empty")
-    if len(value) > max_length:
-        _fail("text_too_long", f"{what} must be at most {max_length} characters")
-    return value
-
-
 def subject(value: str) -> str:
     if not value.strip():
-        _fail("subject_empty", "subject must not be empty")
+        fail("subject_empty", "subject must not be empty")
     return single_line(value)
 
 
 def tag(value: str) -> str:
-    return _short(value, "tag", MAX_TAG_LENGTH)
+    return short(value, "tag", MAX_TAG_LENGTH)
 
 
 def metadata_key(value: str) -> str:
-    _short(value, "metadata key", MAX_METADATA_KEY_LENGTH)
+    short(value, "metadata key", MAX_METADATA_KEY_LENGTH)
     return value
 
 
@@ -192,33 +103,17 @@ def metadata_value(value: str) -> str:
 
 
 def pool_ref(value: str) -> str:
-    return _short(value, "pool", MAX_POOL_REF_LENGTH)
+    return short(value, "pool", MAX_POOL_REF_LENGTH)
 
 
 def filename(value: str) -> str:
-    return _short(value, "filename", MAX_FILENAME_LENGTH)
-
-
-@lru_cache(maxsize=4096)
-def email_address(value: str) -> str:
-    """A valid (possibly internationalised) address, returned normalised.
-
-    Cached: the same sender is checked for every message of a batch, and pydantic checks
-    an address again once normalised. Only valid addresses are cached (a raise is not)."""
-    single_line(value)
-    try:
-        # test_environment only adds the reserved `.test` TLD (RFC 2606) to what is allowed:
-        # handy for staging setups and test suites; such mail never leaves anyway.
-        result = validate_email(value, check_deliverability=False, test_environment=True)
-    except EmailNotValidError as exc:
-        _fail("email_invalid", f"invalid email address: {exc}")
-    return result.normalized
+    return short(value, "filename", MAX_FILENAME_LENGTH)
 
 
 def display_name(value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
-    return _short(value, "name", MAX_NAME_LENGTH)
+    return short(value, "name", MAX_NAME_LENGTH)
 
 
 def parse_address(value: str) -> dict[str, str | None]:
@@ -234,16 +129,16 @@ def parse_address(value: str) -> dict[str, str | None]:
 
 def header_name(value: str) -> str:
     if not HEADER_NAME.fullmatch(value):
-        _fail(
+        fail(
             "header_name_invalid",
             f"{value!r} is not a valid header name (printable ASCII without spaces or ':')",
         )
     lowered = value.lower()
     if lowered in _FIELD_FOR_HEADER:
         field = _FIELD_FOR_HEADER[lowered]
-        _fail("header_protected", f"the {value} header cannot be set here; use the {field} field")
+        fail("header_protected", f"the {value} header cannot be set here; use the {field} field")
     if lowered in PROTECTED_HEADERS or lowered.startswith(PROTECTED_HEADER_PREFIX):
-        _fail(
+        fail(
             "header_protected", f"the {value} header is set by Postroute and cannot be overridden"
         )
     return value
@@ -252,9 +147,9 @@ def header_name(value: str) -> str:
 def content_type(value: str) -> str:
     value = value.strip().lower()
     if not _CONTENT_TYPE.fullmatch(value):
-        _fail("content_type_invalid", "content_type must be type/subtype (e.g. application/pdf)")
+        fail("content_type_invalid", "content_type must be type/subtype (e.g. application/pdf)")
     if value.split("/")[0] in ("multipart", "message"):
-        _fail(
+        fail(
             "content_type_unsupported",
             "multipart/* and message/* attachments are not supported;"
             " send them as application/octet-stream",
@@ -267,7 +162,7 @@ def content_id(value: str) -> str:
     if value.startswith("<") and value.endswith(">"):
         value = value[1:-1]
     if not _CONTENT_ID.fullmatch(value):
-        _fail(
+        fail(
             "content_id_invalid",
             "content_id may only hold letters, digits and !#$%&'*+-/=?^_`{|}~.@",
         )
@@ -281,7 +176,7 @@ def base64_content(value: Any) -> Any:
     try:
         return base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
-        _fail("base64_invalid", "content is not valid base64")
+        fail("base64_invalid", "content is not valid base64")
 
 
 def not_available(message: str) -> Callable[[Any], None]:
@@ -289,7 +184,7 @@ def not_available(message: str) -> Callable[[Any], None]:
 
     def reject(value: Any) -> None:
         if value is not None and value != {}:
-            _fail("not_available", message)
+            fail("not_available", message)
 
     return reject
 
@@ -390,39 +285,3 @@ def merge(
         return order.index(head) if head in order else len(order)
 
     return ValidationError.from_exception_data(title, sorted(errors, key=position))
-
-
-class HasErrors(Protocol):
-    def errors(self) -> Sequence[Mapping[str, Any]]: ...
-
-
-def field_path(loc: Sequence[str | int]) -> str:
-    """``("to", 2, "email")`` -> ``to[2].email``; ``("headers", "X-Foo")`` -> ``headers.X-Foo``."""
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part == "":  # an empty dict key
-            path += '[""]'
-        elif part != "[key]":  # pydantic's marker for "the key of this dict entry"
-            path += f".{part}" if path else part
-    return path
-
-
-def validation_details(exc: HasErrors) -> list[dict[str, str]]:
-    """``[{"field": "to[0].email", "message": "..."}, ...]``: the 422 ``details``.
-
-    Takes a pydantic ``ValidationError`` (so anything the send schemas raise) or any
-    error with the same ``errors()``, such as FastAPI's ``RequestValidationError``
-    (its leading ``"body"`` location is dropped). The document root is field ``""``.
-    """
-    details = []
-    for error in exc.errors():
-        loc = list(error.get("loc", ()))
-        if loc[:1] == ["body"]:
-            loc = loc[1:]
-        message = str(error.get("msg", "invalid value"))
-        for prefix in ("Value error, ", "Assertion failed, "):
-            message = message.removeprefix(prefix)
-        details.append({"field": field_path(loc), "message": message})
-    return details

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -13,10 +12,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
+from postroute.events.schemas import EventOut, event_out
 from postroute.messages import repository as repo
-from postroute.messages.prepare import prepared_mime
-from postroute.messages.repository import MessageFilter
+from postroute.messages.schemas import MessageFilter
 from postroute.models import Message
+from postroute.preparation import Outgoing, prepare
 
 # The statuses a message row takes (events.py names them): queued until a relay answers.
 MessageStatus = Literal["queued", "sent", "deferred", "bounced", "dropped"]
@@ -49,16 +49,6 @@ class MessageOut(BaseModel):
     relay_queue_id: str | None = Field(description="The relay's queue id (`queued as X`).")
     created_at: datetime = Field(description=WHEN)
     updated_at: datetime = Field(description="Last change of status.")
-
-
-class EventOut(BaseModel):
-    id: str = Field(examples=["evt_0123456789ABCDEFGHIJKLMNOP"])
-    type: str = Field(
-        description="`queued`, `processed`, `sent`, `deferred`, `bounced`, `dropped`...",
-        examples=["sent"],
-    )
-    created_at: datetime = Field(description=WHEN)
-    data: dict[str, Any] = Field(description="Details: pool, attempt, reply, next attempt...")
 
 
 class AttemptOut(BaseModel):
@@ -151,7 +141,17 @@ async def message_detail(session: AsyncSession, account_id: str, message_id: str
     m = await _require(session, account_id, message_id)
     tags = await repo.tags_of(session, [m.id])
     timeline = [
-        EventOut(id=e.id, type=e.type, created_at=e.created_at, data=e.data or {})
+        event_out(
+            id=e.id,
+            type=e.type,
+            created_at=e.created_at,
+            data=e.data,
+            message_id=m.id,
+            account_id=m.account_id,
+            recipient=m.to_email,
+            tags=tags[m.id],
+            metadata=m.metadata_,
+        )
         for e in await repo.events_of(session, m.id)
     ]
     attempts = [
@@ -170,16 +170,12 @@ async def message_detail(session: AsyncSession, account_id: str, message_id: str
     return MessageDetail(**_out(m, tags[m.id]), events=timeline, delivery_attempts=attempts)
 
 
-@dataclass(frozen=True)
-class _Addressed:
-    message_id: str
-    account_id: str
-    message_id_header: str
-
-
 async def raw_message(session: AsyncSession, account_id: str, message_id: str) -> bytes:
+    """The message as relayed (or as it would be): the same ``prepare`` as the worker's,
+    for the pool it went through (or was queued for)."""
     m = await _require(session, account_id, message_id)
     content = await repo.get_content(session, m.content_id)
     if content is None:
         raise errors.NotFound(f"the content of message {message_id!r} is gone")
-    return prepared_mime(_Addressed(m.id, m.account_id, m.message_id_header), content, m.pool_id)
+    outgoing = Outgoing(m.id, m.account_id, m.message_id_header, m.from_email, m.to_email, content)
+    return prepare(outgoing, m.pool_id).data

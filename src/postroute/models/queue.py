@@ -14,6 +14,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from postroute.models.base import Base
 
+QUEUED = "queued"  # waiting for its next attempt (next_attempt_at)
+LEASED = "leased"  # claimed by a worker until next_attempt_at (its lease expiry)
+
 
 class Delivery(Base):
     __tablename__ = "deliveries"

@@ -1,4 +1,4 @@
-"""Connection test of an SMTP pool (SPEC section 3, `POST /v1/smtp-pools/{id}/test`)."""
+"""Connection test of an SMTP pool (`POST /v1/smtp-pools/{id}/test`)."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def build_test_message(sender: str, recipient: str) -> EmailMessage:
 
 
 def _failure(error: RelayError, latency_ms: int) -> ProbeResult:
-    # The test endpoint reports five codes (SPEC 3): throttling shows as a rejection.
+    # The test endpoint reports five codes: throttling shows as a rejection.
     code = SMTP_REJECTED if error.code == SMTP_RATE_LIMIT else error.code
     return ProbeResult(
         success=False,

@@ -1,4 +1,4 @@
-"""API shapes for SMTP pools (SPEC section 3). The password is write-only.
+"""API shapes for SMTP pools. The password is write-only.
 
 Integers are bounded by what the database columns hold (32-bit) and what makes sense;
 text fields are one line (no control character but tab), as checked for mail headers.
@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 
-from postroute.messages import validation as v
+from postroute.kit import text as v
 
 Encryption = Literal["tls", "ssl", "none"]
 HealthState = Literal["healthy", "degraded", "down"]

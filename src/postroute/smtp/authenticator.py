@@ -1,6 +1,6 @@
 """Who is sending: the account of an API key given as the AUTH password (any user name),
 or of an IP credential covering the client's address. Key checks go through the
-process's :class:`~postroute.accounts.guard.AuthGuard` (limits on guessing, shared with
+process's :class:`~postroute.kit.guard.AuthGuard` (limits on guessing, shared with
 the HTTP API)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import logging
 from postroute.accounts import ip_credentials
 from postroute.accounts import service as accounts
 from postroute.accounts.service import AccountContext
-from postroute.api.runtime import Runtime
 from postroute.db import transaction
+from postroute.runtime import Runtime
 
 log = logging.getLogger("postroute.smtp")
 

@@ -15,12 +15,12 @@ from aiosmtpd.smtp import Envelope, Session, TLSSetupException
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from postroute import errors
-from postroute.api.runtime import Runtime
 from postroute.db.store import Prepared
 from postroute.messages import ingest
 from postroute.messages.planning import Planned
 from postroute.messages.schemas import SendResponse
 from postroute.messages.submit import Submitter
+from postroute.runtime import Runtime
 from postroute.smtp import replies
 from postroute.smtp.authenticator import Authenticator
 from postroute.smtp.committer import Committer

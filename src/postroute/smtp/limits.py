@@ -1,5 +1,5 @@
 """Per-client-IP counters of the SMTP listeners: connections per window (AUTH failures are
-the :class:`~postroute.accounts.guard.AuthGuard`'s, shared with the HTTP API).
+the :class:`~postroute.kit.guard.AuthGuard`'s, shared with the HTTP API).
 
 Kept in process memory (one set per ``postroute smtp`` / ``serve`` process), with the
 time from an injected clock so tests move it instead of sleeping.

@@ -16,8 +16,8 @@ import socket
 import ssl
 import time
 
-from postroute.api.runtime import Runtime
 from postroute.config import parse_bind
+from postroute.runtime import Runtime
 from postroute.smtp import logsafe, replies
 from postroute.smtp.authenticator import Authenticator
 from postroute.smtp.handler import Handler

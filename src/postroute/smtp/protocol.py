@@ -27,20 +27,38 @@ import asyncio
 import collections
 import functools
 import logging
+import ssl
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session, syntax
 
 from postroute.accounts.ip_credentials import client_address
 from postroute.accounts.service import AccountContext
+from postroute.config import Settings
 from postroute.smtp import replies, transports
+from postroute.smtp.authenticator import Authenticator
 from postroute.smtp.data import read_message
+from postroute.smtp.limits import Limits
 from postroute.smtp.transports import CLOSE_GRACE, finish, hang_up, open_transport, retrieve
 
-if TYPE_CHECKING:
-    from postroute.smtp.listeners import SmtpServer
+
+class Listener(Protocol):
+    """What a session needs from the listener that made it (``listeners.SmtpServer``)."""
+
+    settings: Settings
+    hostname: str
+    handler: Any  # aiosmtpd's handler object: its hooks decide what becomes of messages
+    limits: Limits
+    authenticator: Authenticator
+
+    @property
+    def tls_context(self) -> ssl.SSLContext: ...
+
+    def opened(self, session: SubmissionSMTP) -> None: ...
+
+    def closed(self, session: SubmissionSMTP) -> None: ...
 
 log = logging.getLogger("postroute.smtp")
 
@@ -53,7 +71,7 @@ _DECODED = AuthResult(success=False, handled=True)  # marker: credentials read, 
 class SubmissionSMTP(SMTP):
     line_length_limit = STREAM_LIMIT
 
-    def __init__(self, server: SmtpServer, *, implicit_tls: bool) -> None:
+    def __init__(self, server: Listener, *, implicit_tls: bool) -> None:
         self.implicit_tls = implicit_tls
         self.server = server
         settings = server.settings

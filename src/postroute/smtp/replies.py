@@ -45,9 +45,6 @@ S252_CANNOT_VRFY = Reply(
 S421_TOO_MANY_CONNECTIONS = Reply(
     421, "4.7.0", "{host} Too many connections from your IP address, try again later"
 )
-S421_TOO_MANY_AUTH_FAILURES = Reply(
-    421, "4.7.0", "{host} Too many authentication failures from your IP address, try again later"
-)
 S421_TOO_MANY_MESSAGES = Reply(
     421, "4.7.0", "{host} Too many messages on this connection, reconnect to send more"
 )

@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from postroute.api.runtime import Runtime
 from postroute.db import create_engine, fetch_all, session_factory, transaction
 from postroute.db.changes import Stale
 from postroute.db.sqlite import unit as sqlite_unit
@@ -23,6 +22,7 @@ from postroute.db.sqlite.unit import Unit
 from postroute.db.sqlite.writer import SqliteWriter
 from postroute.models import Account, MessageContent
 from postroute.models.base import table_of
+from postroute.runtime import Runtime
 from tests.conftest import BACKEND
 
 pytestmark = pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's writer thread")

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from postroute.accounts.guard import AuthGuard
 from postroute.config import Settings
 from postroute.db import SessionFactory, create_engine, session_factory
 from postroute.db.sqlite import writer as sqlite_writer
@@ -16,6 +15,7 @@ from postroute.db.sqlite.writer import SqliteWriter
 from postroute.db.store import Store
 from postroute.kit.clock import Clock, SystemClock
 from postroute.kit.crypto import SecretBox
+from postroute.kit.guard import AuthGuard
 from postroute.relay.config import ClientOptions
 
 

@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-from postroute.accounts.guard import MAX_WAITING, AuthGuard, TooManyAttempts
 from postroute.kit.clock import FakeClock
+from postroute.kit.guard import MAX_WAITING, AuthGuard, TooManyAttempts
 
 GOOD = "pr_live_the-right-key"
 

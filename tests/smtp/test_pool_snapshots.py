@@ -287,7 +287,9 @@ async def test_a_message_without_a_pool_skips_the_pool_made_inactive_since(
     assert cached(smtp_server, tenant)["backup"][0] is True
     code, text = await submit(ports, raw_clients, message(FROM, TO, SUBJECT))
     assert code == 550, text
-    assert text == "5.7.1 no active SMTP pool: create one with POST /v1/smtp-pools"
+    assert text == (
+        "5.7.1 no active SMTP pool: create one (POST /v1/smtp-pools, or postroute pools add)"
+    )
     assert await stored_count(client, tenant) == 2
 
 

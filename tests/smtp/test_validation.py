@@ -28,8 +28,15 @@ CASES = {
         ["missing From header (and the pool has no from_email)"],
     ),
     "invalid From": (
-        message("From: Shop <shop@@example>", SUBJECT),
+        message("From: Shop <shop@example..com>", SUBJECT),
         ["From header: invalid email address: "],
+    ),
+    "a control character in a metadata value": (
+        message(FROM, SUBJECT, "X-Postroute-Metadata-order: 12\x0b34"),
+        [
+            "X-Postroute-Metadata-order: must not contain control characters (U+000B); "
+            "tab is allowed"
+        ],
     ),
     "no Subject": (message(FROM), ["missing Subject header"]),
     "empty Subject": (message(FROM, "Subject:   "), ["empty Subject"]),

@@ -146,7 +146,7 @@ def _control(parsed: Parsed, name: str, value: str) -> None:
             key = v.metadata_key(name[len(METADATA) :])
             if key in parsed.metadata:
                 raise _Twice(name)
-            parsed.metadata[key] = value
+            parsed.metadata[key] = v.metadata_value(value)
         elif lower in TRACK:
             if TRACK[lower] in parsed.track:
                 raise _Twice(name)

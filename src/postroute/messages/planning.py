@@ -150,7 +150,7 @@ def resolve_pool(
         return None
     route = choose(pools, None)
     if route is None:
-        message = "no active SMTP pool: create one with POST /v1/smtp-pools"
+        message = "no active SMTP pool: create one (POST /v1/smtp-pools, or postroute pools add)"
         problems.append(Problem(name, message, errors.NO_POOL_CONFIGURED))
         return None
     return next(p for p in pools if p.id == route.pool_id)

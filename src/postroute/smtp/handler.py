@@ -25,6 +25,7 @@ from postroute.smtp import replies
 from postroute.smtp.authenticator import Authenticator
 from postroute.smtp.committer import Committer
 from postroute.smtp.protocol import SubmissionSMTP
+from postroute.smtp.transports import finish
 
 log = logging.getLogger("postroute.smtp")
 
@@ -126,7 +127,8 @@ class Handler:
             else:
                 parsed = ingest.parse(raw, now)
             draft = ingest.draft(parsed, envelope.rcpt_tos, max_recipients=self.max_recipients)
-            planned = await self.submitter.plan(account, [draft], batch=False)
+            # (may read the pools: run to its end even if the client leaves meanwhile)
+            planned = await finish(self.submitter.plan(account, [draft], batch=False))
             # rows compiled for the store now, not in its writer's thread under the lock
             ready = Ready(planned, self.submitter.prepare(planned))
             accepted = await self.committer.run(ready, len(raw))

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from postroute.config import Settings
+from postroute.datadir import ensure_dir
 
 TLS_DIR = "tls"
 CERT_FILE = "smtp-cert.pem"
@@ -50,7 +51,7 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     cert, key = directory / CERT_FILE, directory / KEY_FILE
     if cert.exists() and key.exists():
         return cert, key
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(directory.parent)  # the data dir: private (0700) if it is made here
     staging = Path(tempfile.mkdtemp(prefix=".tls-", dir=directory.parent))
     try:
         cert_pem, key_pem = self_signed_pem(hostname)

@@ -104,6 +104,11 @@ def settings(database_url: str, tmp_path: Path, relay_ca: RelayCA) -> Settings:
         data_dir=tmp_path / "data",
         database_url=database_url,
         secret_key="test-secret-key-not-for-production",
+        # domain checks ask a DNS server of the test's own (tests/support/dns.py); by
+        # default a loopback port where nothing answers: never the machine's resolvers
+        dns_resolvers="127.0.0.1:9",
+        dns_timeout_seconds=1,
+        inbound_host="mx.postroute.test",
         relay_ca_file=relay_ca.ca_file,
         smtp_timeout_seconds=3,
     )
@@ -136,9 +141,14 @@ class Tenant:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-async def make_tenant(runtime: Runtime, name: str) -> Tenant:
+async def make_tenant(
+    runtime: Runtime, name: str, *, require_verified_domain: bool = False
+) -> Tenant:
+    """An account and a key. Most tests send from domains they never verify: the account
+    does not require a verified From domain unless asked (new accounts do)."""
     async with runtime.sessions() as session:
         account = await accounts.create_account(session, name, runtime.clock)
+        account.require_verified_domain = require_verified_domain
         key = await accounts.create_key(session, account.id, "test", runtime.clock)
         await session.commit()
     return Tenant(account.id, key.plaintext)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
+import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -118,7 +120,29 @@ class Settings(BaseSettings):
     )
     auth_slow_max_seconds: float = Field(default=8.0, gt=0, le=300)
 
+    # Sending domains
+    inbound_host: str | None = Field(
+        default=None,
+        description="The host that receives bounce mail: the MX of every return-path "
+        "domain (default: the machine's FQDN).",
+    )
+    dns_resolvers: str | None = Field(
+        default=None,
+        description="DNS servers domain checks ask, comma-separated `ip` or `ip:port` "
+        "(`[ipv6]:port`); default: the system's (/etc/resolv.conf).",
+    )
+    domain_recheck_hours: float = Field(default=6.0, gt=0, le=24 * 30)
+    dns_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
     log_level: str = "INFO"
+
+    @field_validator("dns_resolvers")
+    @classmethod
+    def _check_resolvers(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        resolvers(value)  # raises ValueError naming the entry that does not parse
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -152,6 +176,17 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / datadir.DATABASE_FILE).resolve()}"
 
     @property
+    def bounce_host(self) -> str:
+        """The MX of every return-path domain: ``POSTROUTE_INBOUND_HOST``, else this
+        machine's name."""
+        return (self.inbound_host or socket.getfqdn()).rstrip(".").lower()
+
+    @property
+    def resolver_list(self) -> list[tuple[str, int]] | None:
+        """The DNS servers of domain checks; None: the system's."""
+        return resolvers(self.dns_resolvers) if self.dns_resolvers else None
+
+    @property
     def is_sqlite(self) -> bool:
         return self._url().startswith("sqlite")
 
@@ -173,6 +208,36 @@ class Settings(BaseSettings):
         if not keys:
             raise ValueError("POSTROUTE_SECRET_KEY holds no key")
         return keys
+
+
+def resolvers(value: str) -> list[tuple[str, int]]:
+    """``1.1.1.1, 127.0.0.1:5353, [::1]:53`` as (address, port) pairs."""
+    found = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        host, port = entry, 53
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            if rest:
+                if not rest.startswith(":") or not rest[1:].isdigit():
+                    raise ValueError(f"DNS resolver {entry!r}: write [address]:port")
+                port = int(rest[1:])
+        elif entry.count(":") == 1:
+            host, _, text = entry.partition(":")
+            if not text.isdigit():
+                raise ValueError(f"DNS resolver {entry!r}: the port is not a number")
+            port = int(text)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"DNS resolver {entry!r}: not an IP address") from None
+        if not 0 < port < 65536:
+            raise ValueError(f"DNS resolver {entry!r}: the port must be 1 to 65535")
+        found.append((host, port))
+    if not found:
+        raise ValueError("POSTROUTE_DNS_RESOLVERS lists no resolver")
+    return found
 
 
 def sqlite_file(url: str) -> Path | None:

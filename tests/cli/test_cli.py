@@ -68,7 +68,13 @@ def test_pools_add_list_test_and_send(cli_env: Path, relay_factory: RelayFactory
     assert "port" in bad and "encryption" in bad
     assert "no SMTP pool" in cli("pools", "test", "nope", code=1)
 
-    sent = cli("send", "--to", "a@example.org", "--subject", "Hi", "--text", "Hello")
+    send = ("send", "--to", "a@example.org", "--subject", "Hi", "--text", "Hello")
+    refused = cli(*send, code=1)  # a new account sends from verified domains only
+    assert "the From domain example.com is not verified" in refused
+    assert cli("accounts", "set", "default", "--no-require-verified-domain") == (
+        "default: require_verified_domain=false track_opens=false track_clicks=false\n"
+    )
+    sent = cli(*send)
     assert sent.split()[0].startswith("msg_") and "queued" in sent
     invalid = cli("send", "--to", "nope", "--subject", "", code=2)
     assert "to[0]" in invalid and "subject" in invalid

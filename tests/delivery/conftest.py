@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from postroute.delivery.worker import Worker
-from postroute.runtime import Runtime
 from tests.conftest import Tenant
 from tests.support.relay import RecordingRelay
 
@@ -42,13 +38,6 @@ class EchoingRelay(RecordingRelay):
         return AuthResult(
             success=False, handled=False, message=f"535 5.7.8 echo {mechanism}: {echoed}"
         )
-
-
-@pytest.fixture
-async def worker(runtime: Runtime) -> AsyncIterator[Worker]:
-    w = Worker(runtime, owner="test-worker")
-    yield w
-    await w.close()
 
 
 async def add_pool(

@@ -31,7 +31,7 @@ def pool(pool_id: str, **kw: object) -> SmtpPool:
 def flight(attempts: int = 0, candidates: tuple[str, ...] = ("smtp_A", "smtp_B")) -> InFlight:
     claimed = Claimed("msg_1", "acct_1", None, attempts, NOW - timedelta(hours=1))
     envelope = Envelope(
-        "msg_1", "acct_1", "cnt_1", "shop@example.com", "a@example.org", "<msg_1@x>", attempts
+        "msg_1", "acct_1", "cnt_1", "shop@example.com", "a@example.org", "<msg_1@x>", attempts, None
     )
     return InFlight(claimed, envelope, CONTENT, list(candidates))
 

@@ -11,7 +11,7 @@ import pytest
 from postroute import errors, events
 from postroute.db.changes import Insert
 from postroute.messages import ingest, service
-from postroute.messages.planning import AccountPools, Draft, Recipient, plan
+from postroute.messages.planning import AccountState, Draft, Recipient, plan
 from postroute.messages.schemas import SendRequest
 from postroute.models import SmtpPool
 
@@ -24,8 +24,8 @@ def pool(pool_id: str, **kw: object) -> SmtpPool:
     return SmtpPool(id=pool_id, **fields)
 
 
-def pools(*found: SmtpPool) -> AccountPools:
-    return AccountPools("acct_1", list(found), (("stamp",),))
+def pools(*found: SmtpPool) -> AccountState:
+    return AccountState("acct_1", list(found), (("stamp",),))
 
 
 def http(**kw: object) -> Draft:
@@ -38,7 +38,7 @@ def smtp(raw: bytes, rcpt: str = "a@example.org") -> Draft:
     return ingest.draft(ingest.parse(raw, NOW), [rcpt], max_recipients=10)
 
 
-def refused(drafts: list[Draft], found: AccountPools, *, batch: bool = False) -> errors.DomainError:
+def refused(drafts: list[Draft], found: AccountState, *, batch: bool = False) -> errors.DomainError:
     with pytest.raises(errors.DomainError) as raised:
         plan("acct_1", drafts, found, NOW, batch=batch)
     return raised.value
@@ -101,3 +101,18 @@ def test_recipients_are_kept_as_given() -> None:
         Recipient("cc", "c@example.org"),
         Recipient("bcc", "b@example.org"),
     ]
+
+
+def test_a_required_verified_domain_is_checked_on_the_path() -> None:
+    strict = AccountState(
+        "acct_1", [pool("smtp_A")], (("stamp",),), True, frozenset({"verified.example"}), ((), ())
+    )
+    error = refused([http()], strict)
+    assert error.code == errors.DOMAIN_NOT_VERIFIED
+    assert error.details[0]["field"] == "from" and "example.com" in error.details[0]["message"]
+    assert plan("acct_1", [http(**{"from": "shop@verified.example"})], strict, NOW, batch=False)
+    raw = b"From: shop@example.com\r\nTo: a@example.org\r\nSubject: Hi\r\n\r\nHello.\r\n"
+    smtp_error = refused([smtp(raw)], strict)
+    assert smtp_error.message.startswith("the From domain example.com is not verified")
+    planned = plan("acct_1", [http()], pools(pool("smtp_A")), NOW, batch=False)  # not required
+    assert len(planned.changes.guards) == 1  # no domains read: no guard on them

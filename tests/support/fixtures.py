@@ -1,11 +1,11 @@
 """Pytest fixtures for relay tests. Import them into a test module or conftest.py:
 
-    from tests.support.fixtures import closed_port, relay_ca, relay_factory, silent_server
+from tests.support.fixtures import closed_port, relay_ca, relay_factory, silent_server
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import trustme
 
+from postroute.delivery.worker import Worker
+from tests.support.dns import DnsServer
 from tests.support.relay import RecordingRelay, SilentServer, reserved_closed_port
 
 
@@ -71,3 +73,19 @@ def closed_port() -> Iterator[int]:
     """A 127.0.0.1 port that refuses connections for the whole test."""
     with reserved_closed_port() as port:
         yield port
+
+
+@pytest.fixture
+def dns(runtime: Any) -> Iterator[DnsServer]:
+    """A real DNS server on loopback; the runtime's domain checks ask it."""
+    with DnsServer() as server:
+        runtime.settings = runtime.settings.model_copy(update={"dns_resolvers": server.resolvers})
+        yield server
+
+
+@pytest.fixture
+async def worker(runtime: Any) -> AsyncIterator[Worker]:
+    """A delivery worker on the test's runtime (tests drive it with ``drain()``)."""
+    w = Worker(runtime, owner="test-worker")
+    yield w
+    await w.close()

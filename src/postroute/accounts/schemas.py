@@ -42,3 +42,27 @@ class KeyCreated(KeyOut):
 
 class KeyList(BaseModel):
     data: list[KeyOut] = Field(description="Oldest first.")
+
+
+class AccountOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str = Field(examples=["acct_0123456789ABCDEFGHIJKLMNOP"])
+    name: str = Field(examples=["default"])
+    require_verified_domain: bool = Field(
+        description="From must be on a verified sending domain (else `domain_not_verified`). "
+        "On for new accounts."
+    )
+    track_opens: bool = Field(description="Default of `track_opens` for sends that omit it.")
+    track_clicks: bool = Field(description="Default of `track_clicks` for sends that omit it.")
+    created_at: datetime = Field(description="ISO 8601, UTC.")
+
+
+class AccountUpdate(BaseModel):
+    """Only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    require_verified_domain: bool | None = Field(
+        default=None, description="From must be on a verified sending domain."
+    )
+    track_opens: bool | None = Field(default=None, description="Default for sends.")
+    track_clicks: bool | None = Field(default=None, description="Default for sends.")

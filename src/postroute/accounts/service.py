@@ -65,6 +65,33 @@ async def require_account(session: AsyncSession, name_or_id: str) -> Account:
     return account
 
 
+async def get_account(session: AsyncSession, account_id: str) -> Account:
+    account = await repo.get_account(session, account_id)
+    if account is None:
+        raise errors.NotFound(f"no account {account_id!r}")
+    return account
+
+
+async def update_settings(
+    session: AsyncSession,
+    account_id: str,
+    *,
+    require_verified_domain: bool | None = None,
+    track_opens: bool | None = None,
+    track_clicks: bool | None = None,
+) -> Account:
+    """Change the settings given (None: unchanged)."""
+    account = await get_account(session, account_id)
+    if require_verified_domain is not None:
+        account.require_verified_domain = require_verified_domain
+    if track_opens is not None:
+        account.track_opens = track_opens
+    if track_clicks is not None:
+        account.track_clicks = track_clicks
+    await session.flush()
+    return account
+
+
 async def list_accounts(session: AsyncSession) -> Sequence[Account]:
     return await repo.list_accounts(session)
 

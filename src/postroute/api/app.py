@@ -16,11 +16,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from postroute import __version__, errors
+from postroute.accounts.account_endpoints import router as account_router
 from postroute.accounts.endpoints import router as keys_router
 from postroute.accounts.ip_endpoints import router as ip_credentials_router
 from postroute.api import errors as api_errors
 from postroute.api import openapi
 from postroute.db import begin_read
+from postroute.domains.endpoints import router as domains_router
 from postroute.messages.endpoints import router as messages_router
 from postroute.pools.endpoints import router as pools_router
 from postroute.runtime import Runtime
@@ -101,6 +103,8 @@ def create_app(runtime: Runtime, *, own_runtime: bool = False) -> FastAPI:
     app.include_router(pools_router)
     app.include_router(keys_router)
     app.include_router(ip_credentials_router)
+    app.include_router(domains_router)
+    app.include_router(account_router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness", response_model=Health)
     async def healthz() -> Health:

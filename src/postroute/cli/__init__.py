@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from postroute import __version__
-from postroute.cli import admin, pools, run, send, smtp
+from postroute.cli import admin, domains, pools, run, send, smtp
 
 app = typer.Typer(
     name="postroute",
@@ -16,8 +16,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     epilog="Exit status: 0 done; 1 refused (nothing of that name, already exists, not "
-    "initialised, a failed relay test); 2 invalid input; serve, smtp and worker: 74 after a "
-    "failed fsync of the database.",
+    "initialised, a failed relay test); 2 invalid input; serve, smtp and worker: 70 when a "
+    "part failed to stop in time, 74 after a failed fsync of the database.",
 )
 
 
@@ -49,6 +49,7 @@ app.command("send")(send.send)
 app.add_typer(admin.accounts_app, name="accounts")
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(pools.app, name="pools")
+app.add_typer(domains.app, name="domains")
 app.add_typer(smtp.ip_credentials_app, name="ip-credentials")
 
 

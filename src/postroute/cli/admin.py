@@ -93,6 +93,47 @@ def accounts_create(name: str) -> None:
     typer.echo(f"Account: {name} ({account_id})\nAPI key: {key}")
 
 
+@accounts_app.command("set")
+def accounts_set(
+    account: Annotated[str, typer.Argument(help="Account name or id.")],
+    require_verified_domain: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-verified-domain/--no-require-verified-domain",
+            help="From must be on a verified sending domain (on for new accounts).",
+        ),
+    ] = None,
+    track_opens: Annotated[
+        bool | None, typer.Option("--track-opens/--no-track-opens", help="Default of sends.")
+    ] = None,
+    track_clicks: Annotated[
+        bool | None, typer.Option("--track-clicks/--no-track-clicks", help="Default of sends.")
+    ] = None,
+) -> None:
+    """Change an account's settings; print them."""
+    if require_verified_domain is None and track_opens is None and track_clicks is None:
+        fail("nothing to change: give --require-verified-domain or another setting", INVALID)
+
+    async def go() -> str:
+        async with runtime() as rt, rt.sessions() as session:
+            acct = await accounts.require_account(session, account)
+            done = await accounts.update_settings(
+                session,
+                acct.id,
+                require_verified_domain=require_verified_domain,
+                track_opens=track_opens,
+                track_clicks=track_clicks,
+            )
+            await session.commit()
+            return (
+                f"{done.name}: require_verified_domain={str(done.require_verified_domain).lower()} "
+                f"track_opens={str(done.track_opens).lower()} "
+                f"track_clicks={str(done.track_clicks).lower()}"
+            )
+
+    typer.echo(run(go))
+
+
 @accounts_app.command("list")
 def accounts_list() -> None:
     """List accounts."""

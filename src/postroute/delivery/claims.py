@@ -28,7 +28,9 @@ async def decide(
         ids = [c.message_id for c in claimed]
         envelopes = await repo.load_envelopes(session, ids)
         contents = await repo.load_contents(session, {e.content_id for e in envelopes.values()})
-        await d.directory.refresh(session, {c.account_id for c in claimed})
+        accounts = {c.account_id for c in claimed}
+        await d.directory.refresh(session, accounts)
+        await d.signing.refresh(session, accounts)
     for p in d.directory.by_id.values():
         d.health.sync(p.id, p.health_state, p.consecutive_failures, p.down_until, now)
     limited = [p for p in d.directory.by_id.values() if p.daily_limit is not None]

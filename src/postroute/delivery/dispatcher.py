@@ -35,7 +35,9 @@ from postroute.delivery.probes import Prober
 from postroute.delivery.retry import RetryPolicy
 from postroute.delivery.routing import PoolDirectory
 from postroute.delivery.senders import POOL_DOWN, PoolSender, Report, SenderDeps
+from postroute.domains.signing import SigningBook
 from postroute.pools import repository as pools_repo
+from postroute.preparation.dkim import Cache
 from postroute.relay.errors import SMTP_RATE_LIMIT
 from postroute.relay.results import RelayDown, Sent, UnknownOutcome
 from postroute.runtime import Runtime
@@ -53,6 +55,8 @@ class Dispatcher:
         self.max_age = max_age
         self.policy = RetryPolicy(s.retry_attempts, s.retry_base_seconds)
         self.directory = PoolDirectory(runtime.box)
+        self.signing = SigningBook(runtime.box)
+        self._dkim = Cache()
         self.health = HealthBook(
             failures_to_open=s.breaker_failures,
             cooldown=timedelta(seconds=s.breaker_cooldown_seconds),
@@ -94,6 +98,11 @@ class Dispatcher:
             route, pools = self.directory.candidates(item.account_id, item.pool_id)
             fl = InFlight(item, envelope, contents[envelope.content_id], [p.id for p in pools])
             fl.route_note = route.note if route else None
+            signing = pipeline.choose_return_path(fl, self.signing)
+            if isinstance(signing, pipeline.Dropped):
+                pipeline.record(stopped, fl, signing, now, self.policy, self.deadline(fl))
+                continue
+            fl.signing = signing
             step = pipeline.choose_pool(
                 fl, pools, self.health, budget, backlog, now, self.deadline(fl)
             )
@@ -126,7 +135,7 @@ class Dispatcher:
     def send(self, fl: InFlight, take: Take) -> None:
         """``prepare`` and hand the job to the pool's sender."""
         self.inflight[fl.claimed.message_id] = fl
-        job = pipeline.prepare(fl, take)
+        job = pipeline.prepare(fl, take, self._dkim)
         self._sender_for(take.pool_id).submit(job)
 
     def take_pending(self) -> list[str]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from postroute.delivery.repository import Claimed, Envelope
 from postroute.delivery.senders import Report
-from postroute.preparation import Outgoing, Prepared
+from postroute.preparation import Outgoing, Prepared, Signing
 
 
 @dataclass
@@ -18,13 +18,21 @@ class InFlight:
     candidates: list[str]  # pool ids, in the order to try them
     route_note: str | None = None
     reports: list[Report] = field(default_factory=list)
+    signing: Signing | None = None  # a verified domain's: DKIM keys, VERP envelope sender
     prepared: Prepared | None = None  # once prepared for a pool (failover swaps the pool)
 
     @property
     def outgoing(self) -> Outgoing:
         e = self.envelope
         return Outgoing(
-            e.message_id, e.account_id, e.message_id_header, e.from_email, e.to_email, self.content
+            e.message_id,
+            e.account_id,
+            e.message_id_header,
+            e.from_email,
+            e.to_email,
+            self.content,
+            e.content_id,
+            e.mail_from,
         )
 
     def untried(self) -> list[str]:

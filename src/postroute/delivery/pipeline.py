@@ -1,13 +1,16 @@
 """A claimed message's way to its relay, as named steps (as Postal's outgoing message
 processor does):
 
-    choose_pool -> prepare -> send -> record
+    choose_return_path -> choose_pool -> prepare -> send -> record
 
-Each step passes a value on or stops with an outcome. :func:`choose_pool` answers the
+Each step passes a value on or stops with an outcome. :func:`choose_return_path` gives a
+message from a verified domain its DKIM keys and VERP envelope sender, or drops it when
+that domain's return path is not verified. :func:`choose_pool` answers the
 pool that takes the message now (:class:`~postroute.delivery.dispatch.Take`), or stops
 it: :class:`~postroute.delivery.dispatch.Hold` (it waits, no attempt used) or
 :class:`Dropped` (it will never go). :func:`prepare` makes the bytes for that pool
-(:func:`postroute.preparation.prepare`; after a failover only the pool header changes).
+(:func:`postroute.preparation.prepare`, DKIM last; after a failover only the pool
+header changes, and the signatures hold).
 Sending is the pool's :class:`~postroute.delivery.senders.PoolSender`, which reports
 what the relay said (``Sent``, ``Deferred``, ``Bounced``, ``RelayDown``,
 ``UnknownOutcome``). :func:`record` turns every outcome into rows
@@ -27,8 +30,12 @@ from postroute.delivery.flight import InFlight
 from postroute.delivery.health import HealthBook
 from postroute.delivery.retry import RetryPolicy
 from postroute.delivery.senders import Job
+from postroute.domains.names import from_domain
+from postroute.domains.signing import NoReturnPath, SigningBook
 from postroute.models import SmtpPool
+from postroute.preparation import Signing
 from postroute.preparation import prepare as prepare_message
+from postroute.preparation.dkim import Cache
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,16 @@ class Dropped:
 
 
 Stop = Hold | Dropped
+
+
+def choose_return_path(flight: InFlight, book: SigningBook) -> Signing | Dropped | None:
+    """How the message leaves: signed with its domain's keys and a VERP envelope sender
+    (a verified domain), as it came (None), or never (its return path is not verified)."""
+    e = flight.envelope
+    try:
+        return book.signing(e.account_id, from_domain(e.from_email), e.message_id)
+    except NoReturnPath as exc:
+        return Dropped(str(exc))
 
 
 def choose_pool(
@@ -60,10 +77,11 @@ def choose_pool(
     return decision
 
 
-def prepare(flight: InFlight, take: Take) -> Job:
-    """The message as relayed through ``take``'s pool, as a job for its sender."""
+def prepare(flight: InFlight, take: Take, cache: Cache | None = None) -> Job:
+    """The message as relayed through ``take``'s pool, as a job for its sender (``cache``:
+    what DKIM computes once per content)."""
     if flight.prepared is None:
-        flight.prepared = prepare_message(flight.outgoing, take.pool_id)
+        flight.prepared = prepare_message(flight.outgoing, take.pool_id, flight.signing, cache)
     else:  # a failover: the same message, another pool header
         flight.prepared = flight.prepared.for_pool(take.pool_id)
     p, e = flight.prepared, flight.envelope

@@ -83,6 +83,7 @@ class Envelope:
     to_email: str
     message_id_header: str
     attempts: int  # attempts recorded; fewer than the claim's when a lease was lost
+    mail_from: str | None  # the client's envelope sender (SMTP)
 
 
 async def load_envelopes(session: AsyncSession, ids: Sequence[str]) -> dict[str, Envelope]:
@@ -94,6 +95,7 @@ async def load_envelopes(session: AsyncSession, ids: Sequence[str]) -> dict[str,
         Message.to_email,
         Message.message_id_header,
         Message.attempts,
+        Message.mail_from,
     ).where(Message.id.in_(ids))
     return {r[0]: Envelope(*r) for r in (await session.execute(stmt)).all()}
 

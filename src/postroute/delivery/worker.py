@@ -28,6 +28,7 @@ from postroute.delivery import repository as repo
 from postroute.delivery.dispatch import Take
 from postroute.delivery.dispatcher import Dispatcher
 from postroute.delivery.flight import InFlight
+from postroute.domains.recheck import Rechecker
 from postroute.pools import repository as pools_repo
 from postroute.runtime import Runtime
 
@@ -64,6 +65,7 @@ class Worker:
     async def run(self) -> None:
         """Work until ``stop()``."""
         recorder_task = asyncio.create_task(self._record_forever(), name="recorder")
+        recheck = asyncio.create_task(Rechecker(self.rt).run(), name="domain-recheck")
         try:
             while not self._stopping:
                 claimed = 0
@@ -83,6 +85,7 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll)
         finally:
+            await Rechecker.stop(recheck)
             recorder_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await recorder_task

@@ -27,3 +27,5 @@ MESSAGE_EVENTS = (
     UNSUBSCRIBED,
     COMPLAINED,
 )
+
+DOMAIN_FAILING = "domain.failing"  # a verified sending domain lost a required DNS record

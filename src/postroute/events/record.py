@@ -22,11 +22,11 @@ _EVENTS = table_of(MessageEvent)
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event of one message, before it is written."""
+    """One event, before it is written."""
 
     type: str  # one of events.names
     account_id: str
-    message_id: str
+    message_id: str | None  # None for an event not about one message (domain.failing)
     at: datetime
     data: dict[str, Any]
 

@@ -236,6 +236,8 @@ async def get_message(
         **responses(401, 404, 422, 429),
     },
 )
-async def get_raw(message_id: MessageId, account: AccountDep, session: SessionDep) -> Response:
-    raw = await views.raw_message(session, account.account_id, message_id)
+async def get_raw(
+    message_id: MessageId, account: AccountDep, session: SessionDep, rt: RuntimeDep
+) -> Response:
+    raw = await views.raw_message(session, account.account_id, message_id, rt.box)
     return Response(raw, media_type="message/rfc822")

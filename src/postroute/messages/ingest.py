@@ -176,16 +176,25 @@ def _check_address(address: str) -> tuple[str | None, str]:
 
 
 def recipient(address: str) -> str:
-    """A RCPT TO address, normalised; ``errors.ValidationFailed`` with the reason."""
+    """A RCPT TO (or MAIL FROM) address, normalised; ``errors.ValidationFailed`` with
+    the reason."""
     normalised, error = _check_address(address)
     if normalised is None:
         raise errors.ValidationFailed(error)
     return normalised
 
 
-def draft(parsed: Parsed, rcpt_tos: Sequence[str], *, max_recipients: int) -> Draft:
-    """The submit path's draft of one SMTP transaction: its envelope recipients, the
-    controls read from its headers and every problem found so far."""
+def draft(
+    parsed: Parsed,
+    rcpt_tos: Sequence[str],
+    *,
+    max_recipients: int,
+    mail_from: str | None = None,
+) -> Draft:
+    """The submit path's draft of one SMTP transaction: its envelope (``mail_from``: the
+    client's bounce address, kept as the envelope sender of an unsigned message; ``""``
+    for the null sender), the controls read from its headers and every problem found so
+    far."""
     problems = list(parsed.problems)
     recipients = _recipients(parsed, rcpt_tos, problems)
     if len(recipients) > max_recipients:
@@ -211,6 +220,7 @@ def draft(parsed: Parsed, rcpt_tos: Sequence[str], *, max_recipients: int) -> Dr
         content=complete,
         problems=problems,
         fields=FIELDS,
+        mail_from=mail_from,
     )
 
 

@@ -4,11 +4,12 @@ An ingress turns what it received into :class:`Draft` values (fields checked one
 one, problems found so far); :func:`plan` runs the checks of the submit path against
 the account's pools as last read (:class:`AccountPools`), composes or completes the
 content, and describes the rows to store (content once, then per recipient a message
-row, its tags, a queue row and a ``queued`` event), guarded by the pools' stamp. Every
+row, its tags, a queue row and a ``queued`` event), guarded by the stamps of the pools
+and domains it was planned against. Every
 problem of every draft is reported at once, in one ``DomainError``.
 
 Each check of the path is one function here, in order: :func:`resolve_pool`,
-:func:`sender_of`. Later rules (a verified From domain, suppressed recipients, a
+:func:`sender_of`, :func:`check_sender_domain`. Later rules (suppressed recipients, a
 template to render, ``send_at``) are one more function each, called from :func:`plan`.
 """
 
@@ -21,6 +22,8 @@ from typing import Any
 
 from postroute import errors, events
 from postroute.db.changes import Changes
+from postroute.domains import repository as domains_repo
+from postroute.domains.names import from_domain
 from postroute.events.record import Event, record
 from postroute.kit import ids
 from postroute.messages import repository as repo
@@ -76,17 +79,23 @@ class Draft:
     content: Callable[[str | None, datetime], bytes]
     problems: list[Problem] = field(default_factory=list)
     fields: Fields = Fields()
+    mail_from: str | None = None  # the envelope sender an SMTP client gave
 
 
 @dataclass(frozen=True)
-class AccountPools:
-    """One account's pools as read at one time, with their stamp
-    (:func:`~postroute.pools.repository.pools_stamp`): drafts are planned against them
-    outside any write transaction, and the stamp tells at write time whether they hold."""
+class AccountState:
+    """What the checks read of one account, as read at one time: its pools, whether it
+    requires a verified From domain and which of its domains are, with their stamps
+    (:func:`~postroute.pools.repository.pools_stamp`,
+    :func:`~postroute.domains.repository.sending_stamp`): drafts are planned against them
+    outside any write transaction, and the stamps tell at write time whether they hold."""
 
     account_id: str
     pools: list[SmtpPool]
     stamp: tuple[Any, ...]
+    require_verified_domain: bool = False
+    verified_domains: frozenset[str] = frozenset()
+    domains_stamp: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,13 +106,13 @@ class Planned:
     drafts: Sequence[Draft]
     batch: bool
     now: datetime
-    stamp: tuple[Any, ...]
+    stamps: tuple[Any, ...]  # of the pools and domains it was planned against
     changes: Changes
     replies: list[SendResponse]
 
 
 def plan(
-    account_id: str, drafts: Sequence[Draft], pools: AccountPools, now: datetime, *, batch: bool
+    account_id: str, drafts: Sequence[Draft], pools: AccountState, now: datetime, *, batch: bool
 ) -> Planned:
     """Check ``drafts`` (all or none: a batch) and describe their rows. A refused draft
     raises one DomainError with every problem of every draft in ``details``."""
@@ -113,6 +122,7 @@ def plan(
         found = list(draft.problems)
         pool = resolve_pool(draft, pools.pools, found)
         sender = sender_of(draft, pool, found)
+        check_sender_domain(draft, sender, pools, found)
         if found or pool is None or sender is None:
             prefix = f"messages[{i}]." if batch else ""
             order = draft.fields.order
@@ -129,8 +139,11 @@ def plan(
         )
     changes = Changes()
     pools_repo.guard_stamp(changes, account_id, pools.stamp)
+    if pools.domains_stamp is not None:
+        domains_repo.guard_sending(changes, account_id, pools.domains_stamp)
     replies = [_add_rows(changes, account_id, d, p, s, now) for d, p, s in ready]
-    return Planned(account_id, drafts, batch, now, pools.stamp, changes, replies)
+    stamps = (pools.stamp, pools.domains_stamp)
+    return Planned(account_id, drafts, batch, now, stamps, changes, replies)
 
 
 def resolve_pool(
@@ -167,6 +180,23 @@ def sender_of(draft: Draft, pool: SmtpPool | None, problems: list[Problem]) -> s
     if pool is not None or draft.fields.sender_without_pool:
         problems.append(Problem(draft.fields.sender, draft.fields.no_sender))
     return None
+
+
+def check_sender_domain(
+    draft: Draft, sender: str | None, state: AccountState, problems: list[Problem]
+) -> None:
+    """When the account requires it, the From domain must be one of its verified domains
+    (another account's does not count)."""
+    if sender is None or not state.require_verified_domain:
+        return
+    domain = from_domain(sender)
+    if domain not in state.verified_domains:
+        message = (
+            f"the From domain {domain} is not verified: add it (POST /v1/domains), publish "
+            "its DNS records and verify it, or turn require_verified_domain off (PATCH "
+            "/v1/account)"
+        )
+        problems.append(Problem(draft.fields.sender, message, errors.DOMAIN_NOT_VERIFIED))
 
 
 def route_note(pool: SmtpPool, ref: str | None) -> str | None:
@@ -209,6 +239,7 @@ def _add_rows(
                 "content_id": content_id,
                 "source": draft.source,
                 "from_email": sender,
+                "mail_from": draft.mail_from,
                 "to_email": rcpt.email,
                 "recipient_type": rcpt.kind,
                 "subject": draft.subject,

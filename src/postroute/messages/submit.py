@@ -19,11 +19,14 @@ from postroute import errors
 from postroute.db.changes import Changes, Stale
 from postroute.db.engine import begin_read, transaction
 from postroute.db.store import Prepared
-from postroute.messages.planning import AccountPools, Draft, Planned, plan
+from postroute.domains import repository as domains_repo
+from postroute.messages.planning import AccountState, Draft, Planned, plan
 from postroute.messages.schemas import SendResponse
+from postroute.models.domains import FAILING, VERIFIED
 from postroute.pools import repository as pools_repo
 from postroute.runtime import Runtime
 
+SENDING = (VERIFIED, FAILING)  # a failing domain still sends (and signs): fix its DNS
 Result = list[SendResponse] | errors.DomainError
 Extra = Callable[[Sequence[Planned]], Changes]  # more rows, made from what is written
 
@@ -31,7 +34,7 @@ Extra = Callable[[Sequence[Planned]], Changes]  # more rows, made from what is w
 class Submitter:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
-        self._pools: dict[str, AccountPools] = {}
+        self._pools: dict[str, AccountState] = {}
 
     async def submit(
         self,
@@ -100,14 +103,14 @@ class Submitter:
         """After a stale write: each item as planned against its account's pools read now
         (once per account); the same item where those still hold, a DomainError where
         they refuse it."""
-        fresh: dict[str, AccountPools] = {}
+        fresh: dict[str, AccountState] = {}
         out: list[Planned | errors.DomainError] = []
         for item in planned:
             if item.account_id not in fresh:
                 fresh[item.account_id] = await self.pools(item.account_id)
             pools = fresh[item.account_id]
-            if pools.stamp == item.stamp:
-                out.append(item)  # its pools held: another item's did not
+            if (pools.stamp, pools.domains_stamp) == item.stamps:
+                out.append(item)  # its pools and domains held: another item's did not
                 continue
             try:
                 out.append(plan(item.account_id, item.drafts, pools, item.now, batch=item.batch))
@@ -115,19 +118,29 @@ class Submitter:
                 out.append(exc)
         return out
 
-    def known(self, account_id: str) -> AccountPools | None:
+    def known(self, account_id: str) -> AccountState | None:
         """The account's pools as last read, if they were."""
         return self._pools.get(account_id)
 
-    async def pools(self, account_id: str) -> AccountPools:
-        """The account's pools read now (and kept for the next plans)."""
+    async def pools(self, account_id: str) -> AccountState:
+        """The account's pools and domains read now (and kept for the next plans)."""
         async with transaction(self.rt.sessions) as session:
             await begin_read(session)
-            # The stamp first: if a pool changes in between, the pools are newer than
+            # The stamps first: if a pool changes in between, the pools are newer than
             # their stamp, and the write's guard plans again (never the other way round).
             stamp = await pools_repo.pools_stamp(session, account_id)
+            domains_stamp = await domains_repo.sending_stamp(session, account_id)
             pools = list(await pools_repo.list_pools(session, account_id))
-        found = self._pools[account_id] = AccountPools(account_id, pools, stamp)
+            account = await domains_repo.account_flags(session, account_id)
+            domains = await domains_repo.list_domains(session, account_id)
+        found = self._pools[account_id] = AccountState(
+            account_id,
+            pools,
+            stamp,
+            require_verified_domain=bool(account and account.require_verified_domain),
+            verified_domains=frozenset(d.name for d in domains if d.status in SENDING),
+            domains_stamp=domains_stamp,
+        )
         return found
 
 

@@ -138,9 +138,7 @@ def header_name(value: str) -> str:
         field = _FIELD_FOR_HEADER[lowered]
         fail("header_protected", f"the {value} header cannot be set here; use the {field} field")
     if lowered in PROTECTED_HEADERS or lowered.startswith(PROTECTED_HEADER_PREFIX):
-        fail(
-            "header_protected", f"the {value} header is set by Postroute and cannot be overridden"
-        )
+        fail("header_protected", f"the {value} header is set by Postroute and cannot be overridden")
     return value
 
 

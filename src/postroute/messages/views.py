@@ -12,7 +12,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
+from postroute.domains.names import from_domain
+from postroute.domains.signing import NoReturnPath, SigningBook
 from postroute.events.schemas import EventOut, event_out
+from postroute.kit.crypto import SecretBox
 from postroute.messages import repository as repo
 from postroute.messages.schemas import MessageFilter
 from postroute.models import Message
@@ -170,12 +173,32 @@ async def message_detail(session: AsyncSession, account_id: str, message_id: str
     return MessageDetail(**_out(m, tags[m.id]), events=timeline, delivery_attempts=attempts)
 
 
-async def raw_message(session: AsyncSession, account_id: str, message_id: str) -> bytes:
+async def raw_message(
+    session: AsyncSession, account_id: str, message_id: str, box: SecretBox
+) -> bytes:
     """The message as relayed (or as it would be): the same ``prepare`` as the worker's,
-    for the pool it went through (or was queued for)."""
+    for the pool it went through (or was queued for), signed by its domain's active DKIM
+    keys; a ``Return-Path`` line on top shows its envelope sender, as the receiving
+    server records it (it is not part of what is relayed)."""
     m = await _require(session, account_id, message_id)
     content = await repo.get_content(session, m.content_id)
     if content is None:
         raise errors.NotFound(f"the content of message {message_id!r} is gone")
-    outgoing = Outgoing(m.id, m.account_id, m.message_id_header, m.from_email, m.to_email, content)
-    return prepare(outgoing, m.pool_id).data
+    outgoing = Outgoing(
+        m.id,
+        m.account_id,
+        m.message_id_header,
+        m.from_email,
+        m.to_email,
+        content,
+        m.content_id,
+        m.mail_from,
+    )
+    book = SigningBook(box)
+    await book.refresh(session, [account_id])
+    try:
+        signing = book.signing(account_id, from_domain(m.from_email), m.id)
+    except NoReturnPath:
+        signing = None  # dropped at delivery: shown unsigned
+    prepared = prepare(outgoing, m.pool_id, signing)
+    return f"Return-Path: <{prepared.mail_from}>\r\n".encode() + prepared.data

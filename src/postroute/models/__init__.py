@@ -2,6 +2,7 @@
 
 from postroute.models.accounts import Account, ApiKey, IpCredential, User
 from postroute.models.base import Base
+from postroute.models.domains import Domain, DomainKey, DomainRecord
 from postroute.models.messages import (
     DeliveryAttempt,
     IdempotencyKey,
@@ -19,6 +20,9 @@ __all__ = [
     "Base",
     "Delivery",
     "DeliveryAttempt",
+    "Domain",
+    "DomainKey",
+    "DomainRecord",
     "IdempotencyKey",
     "IpCredential",
     "Message",

@@ -42,6 +42,8 @@ class Message(Base):
     content_id: Mapped[str] = mapped_column(sa.String(40), index=True)
     source: Mapped[str] = mapped_column(sa.String(8))  # "api" | "smtp"
     from_email: Mapped[str] = mapped_column(sa.String(320))
+    # the envelope sender an SMTP client gave (MAIL FROM); "" for the null sender <>
+    mail_from: Mapped[str | None] = mapped_column(sa.String(320))
     to_email: Mapped[str] = mapped_column(sa.String(320))
     recipient_type: Mapped[str] = mapped_column(sa.String(4))  # to | cc | bcc
     subject: Mapped[str] = mapped_column(sa.Text)
@@ -77,10 +79,11 @@ class MessageEvent(Base):
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(sa.String(40))
-    message_id: Mapped[str] = mapped_column(
+    # None for an event about something else than one message (``domain.failing``)
+    message_id: Mapped[str | None] = mapped_column(
         sa.ForeignKey("messages.id", ondelete="CASCADE"), index=True
     )
-    type: Mapped[str] = mapped_column(sa.String(16))
+    type: Mapped[str] = mapped_column(sa.String(24))
     created_at: Mapped[datetime]
     data: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
 

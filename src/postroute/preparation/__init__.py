@@ -1,6 +1,7 @@
 """Message preparation, pure (imports only kit/): what is relayed for one recipient
-(:func:`.prepare.prepare`) and the header lines it adds (:mod:`.headers`)."""
+(:func:`.prepare.prepare`), the header lines it adds (:mod:`.headers`), DKIM
+signatures (:mod:`.dkim`)."""
 
-from postroute.preparation.prepare import POOL_HEADER, Outgoing, Prepared, prepare
+from postroute.preparation.prepare import POOL_HEADER, Outgoing, Prepared, Signing, prepare
 
-__all__ = ["POOL_HEADER", "Outgoing", "Prepared", "prepare"]
+__all__ = ["POOL_HEADER", "Outgoing", "Prepared", "Signing", "prepare"]

@@ -1,18 +1,21 @@
 """A stored message made into what is relayed for one recipient: pure, no I/O.
 
 :func:`prepare` is what the worker sends and what ``GET /v1/messages/{id}/raw``
-shows. It puts the per-recipient headers in front of the content the recipients of a
-submission share (stored once): ``Message-ID``, ``X-Postroute-Message-ID``,
-``X-Postroute-Account-ID`` and, last, ``X-Postroute-Pool-ID``. The pool header is the
-only part that depends on the pool, so a message that fails over to another pool gets
-that one line swapped (:meth:`Prepared.for_pool`), not prepared again. Later steps
-(List-Unsubscribe, tracking, DKIM last) belong here, in that order.
+shows. In order: the per-recipient headers go in front of the content the recipients of
+a submission share (stored once): ``Message-ID``, ``X-Postroute-Message-ID``,
+``X-Postroute-Account-ID`` and, last, ``X-Postroute-Pool-ID``; then, for a message from a
+verified domain (:class:`Signing`), the DKIM signatures go on top (last: they cover what
+the earlier steps wrote) and the envelope sender is the domain's VERP address. The pool
+header is the only part that depends on the pool, and it is not signed: a message that
+fails over to another pool gets that one line swapped (:meth:`Prepared.for_pool`), not
+prepared again. List-Unsubscribe and tracking belong before the signatures.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from postroute.preparation import dkim
 from postroute.preparation.headers import header_block, line_ending
 
 POOL_HEADER = "X-Postroute-Pool-ID"
@@ -28,6 +31,17 @@ class Outgoing:
     from_email: str
     to_email: str
     content: bytes  # shared by the submission's recipients
+    content_id: str | None = None  # its id: what is computed once per content is kept
+    mail_from: str | None = None  # the envelope sender an SMTP client gave ("" for <>)
+
+
+@dataclass(frozen=True, slots=True)
+class Signing:
+    """How a message from a verified domain leaves: the return path (VERP) address as
+    its envelope sender, and the domain's active DKIM keys."""
+
+    mail_from: str
+    keys: tuple[dkim.DkimKey, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +61,16 @@ class Prepared:
         return Prepared(self.mail_from, data, slice(self.pool.start, self.pool.start + len(line)))
 
 
-def prepare(outgoing: Outgoing, pool_id: str | None) -> Prepared:
+def prepare(
+    outgoing: Outgoing,
+    pool_id: str | None,
+    signing: Signing | None = None,
+    cache: dkim.Cache | None = None,
+) -> Prepared:
     """The message relayed to ``outgoing.to_email`` through pool ``pool_id`` (None: as it
-    would be, before a pool is chosen). The envelope sender is the From address."""
+    would be, before a pool is chosen). The envelope sender: the VERP address of a signed
+    message, else the client's own (SMTP), else the From address. ``cache`` keeps what
+    is the same for every recipient of a content."""
     linesep = line_ending(outgoing.content)
     head = header_block(
         [
@@ -60,5 +81,13 @@ def prepare(outgoing: Outgoing, pool_id: str | None) -> Prepared:
         linesep,
     )
     pool = header_block([(POOL_HEADER, pool_id)], linesep) if pool_id else b""
+    if signing is not None:
+        mail_from = signing.mail_from
+        keys, key = signing.keys, outgoing.content_id
+        head = dkim.sign(keys, head, outgoing.content, content_key=key, cache=cache) + head
+    elif outgoing.mail_from is not None:
+        mail_from = outgoing.mail_from
+    else:
+        mail_from = outgoing.from_email
     data = head + pool + outgoing.content
-    return Prepared(outgoing.from_email, data, slice(len(head), len(head) + len(pool)))
+    return Prepared(mail_from, data, slice(len(head), len(head) + len(pool)))

@@ -34,6 +34,7 @@ THREAD_AT = 256 * 1024
 # The replies of every MAIL and RCPT, formatted once.
 SENDER_OK = str(replies.S250_SENDER_OK)
 RECIPIENT_OK = str(replies.S250_RECIPIENT_OK)
+NULL_SENDER = "<>"  # MAIL FROM:<> as aiosmtpd gives it (it must stay truthy for RCPT)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,11 @@ class Handler:
             return str(replies.S451_TRANSIENT)
         if account is None:
             return str(replies.S530_AUTH_REQUIRED)
+        if address != NULL_SENDER:  # the client's bounce address (or <>): kept for relaying
+            try:
+                address = ingest.recipient(address)
+            except errors.DomainError as exc:
+                return str(replies.S553_BAD_SENDER(reason=replies.clean(exc.message)))
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return SENDER_OK
@@ -126,7 +132,12 @@ class Handler:
                 parsed = await asyncio.to_thread(ingest.parse, raw, now)
             else:
                 parsed = ingest.parse(raw, now)
-            draft = ingest.draft(parsed, envelope.rcpt_tos, max_recipients=self.max_recipients)
+            draft = ingest.draft(
+                parsed,
+                envelope.rcpt_tos,
+                max_recipients=self.max_recipients,
+                mail_from="" if envelope.mail_from == NULL_SENDER else envelope.mail_from,
+            )
             # (may read the pools: run to its end even if the client leaves meanwhile)
             planned = await finish(self.submitter.plan(account, [draft], batch=False))
             # rows compiled for the store now, not in its writer's thread under the lock

@@ -60,6 +60,7 @@ S535_AUTH_INVALID = Reply(535, "5.7.8", "Authentication credentials invalid")
 S550_REJECTED = Reply(550, "5.7.1", "{reasons}")
 S552_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size ({max} bytes)")
 S553_BAD_RECIPIENT = Reply(553, "5.1.3", "Invalid recipient address: {reason}")
+S553_BAD_SENDER = Reply(553, "5.1.7", "Invalid sender address: {reason}")
 
 # aiosmtpd's own replies (text before the rewrite) that get another text, not just a status.
 _AIOSMTPD_TEXT = {

@@ -42,6 +42,7 @@ def account(key: str, name: str) -> dict[str, object]:
         "name": name,
         "track_opens": False,
         "track_clicks": False,
+        "require_verified_domain": False,
         "created_at": WHEN,
     }
 

@@ -13,6 +13,7 @@ from postroute.models.messages import (
 )
 from postroute.models.pools import PoolDailyUsage, SmtpPool
 from postroute.models.queue import Delivery
+from postroute.models.suppressions import Suppression
 
 __all__ = [
     "Account",
@@ -31,5 +32,6 @@ __all__ = [
     "MessageTag",
     "PoolDailyUsage",
     "SmtpPool",
+    "Suppression",
     "User",
 ]

@@ -26,6 +26,9 @@ from postroute.domains.endpoints import router as domains_router
 from postroute.messages.endpoints import router as messages_router
 from postroute.pools.endpoints import router as pools_router
 from postroute.runtime import Runtime
+from postroute.suppressions.endpoints import router as suppressions_router
+from postroute.tracking.endpoints import router as tracking_router
+from postroute.tracking.service import Tracking
 
 log = logging.getLogger("postroute.api")
 READY_TIMEOUT = 5.0  # seconds the database may take to answer /readyz
@@ -85,7 +88,9 @@ class Readiness(BaseModel):
 def create_app(runtime: Runtime, *, own_runtime: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await tracking.start()  # drains hits journaled by the tracking endpoints
         yield
+        await tracking.stop()
         if own_runtime:
             await runtime.close()
 
@@ -97,6 +102,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = False) -> FastAPI:
         redoc_url=None,
     )
     app.state.runtime = runtime
+    app.state.tracking = tracking = Tracking.build(runtime)
     api_errors.install(app)
     openapi.install(app)
     app.include_router(messages_router)
@@ -105,6 +111,8 @@ def create_app(runtime: Runtime, *, own_runtime: bool = False) -> FastAPI:
     app.include_router(ip_credentials_router)
     app.include_router(domains_router)
     app.include_router(account_router)
+    app.include_router(suppressions_router)
+    app.include_router(tracking_router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness", response_model=Health)
     async def healthz() -> Health:

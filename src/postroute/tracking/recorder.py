@@ -1,0 +1,196 @@
+"""Hits into the database, in the background: the journal's segments drained in batches.
+
+Every ``DRAIN_SECONDS`` a round seals the segment being written (:meth:`Journal.seal`),
+reads the segments it holds, and writes the hits that are *ripe* in batches of up to
+``BATCH`` (one ``Changes`` each, through the runtime's store); a segment is unlinked
+once all of its hits are written. A click is ripe once every hit of the next
+``ALL_LINKS_SECONDS`` has been read (the all-links rule looks at the clicks around it);
+opens are ripe at once. Segments left by a process that died are claimed at start and
+every ``LEFTOVER_SECONDS`` after. A failed write leaves everything in place and is tried
+again, later and later (up to ``RETRY_MAX_SECONDS``); the hits stay on disk meanwhile,
+and the current segment grows once ``MAX_BACKLOG`` segments wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from postroute.runtime import Runtime
+from postroute.tracking import drain, machine
+from postroute.tracking.hits import CLICK, BadLine, Hit, decode
+from postroute.tracking.journal import Journal, Segment, claim_leftovers, read_lines
+
+log = logging.getLogger("postroute.tracking")
+
+DRAIN_SECONDS = 0.2
+BATCH = 2_000  # hits per write
+READ_AHEAD = 50_000  # hits read and not yet written, at most
+MAX_BACKLOG = 16  # segments held at once
+LEFTOVER_SECONDS = 30.0
+RETRY_MAX_SECONDS = 30.0
+STOP_SECONDS = 20.0  # a stopping recorder's last drain; what is left waits in the journal
+
+
+@dataclass(eq=False)
+class _Source:
+    segment: Segment
+    offset: int = 0
+    eof: bool = False
+    outstanding: int = 0  # hits read and not yet written
+    last_at: datetime | None = None  # of the last hit read
+
+
+class Recorder:
+    def __init__(self, runtime: Runtime, directory: Path) -> None:
+        self.runtime = runtime
+        self.directory = directory
+        self.journal = Journal(directory, runtime.clock)
+        self.recorded = 0  # events written by this recorder
+        self._sources: list[_Source] = []
+        self._pending: list[tuple[Hit, _Source]] = []
+        self._horizon: datetime | None = None  # every hit of ours before it is read
+        self._round = asyncio.Lock()
+        self._next_scan = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        """Drain in the background from now on (leftovers of dead processes first)."""
+        self._stop.clear()
+        self._task = asyncio.create_task(self._run(), name="tracking-recorder")
+
+    async def stop(self) -> None:
+        """Finish the round under way, drain what is left (at most ``STOP_SECONDS``), and
+        let go of the segments not drained (the next start drains them)."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        try:
+            async with asyncio.timeout(STOP_SECONDS):
+                await self.drain(final=True)
+        except Exception as exc:  # the database is down, or slow: nothing is lost
+            log.warning("tracking: hits left in %s for the next start (%s)", self.directory,
+                        type(exc).__name__)  # fmt: skip
+        finally:
+            await self.journal.close()
+            if (segment := await self.journal.seal()) is not None:
+                segment.release()
+            for source in self._sources:
+                source.segment.release()
+            self._sources, self._pending = [], []
+
+    async def _run(self) -> None:
+        delay = DRAIN_SECONDS
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            if self._stop.is_set():
+                return
+            try:
+                await self.drain()
+                delay = DRAIN_SECONDS
+            except Exception as exc:
+                delay = min(max(delay * 2, 1.0), RETRY_MAX_SECONDS)
+                log.warning("tracking: draining hits failed (%s: %s); again in %g s",
+                            type(exc).__name__, exc, delay)  # fmt: skip
+
+    async def drain(self, *, final: bool = False) -> int:
+        """One round; ``final``: this process takes no more hits, so every hit is ripe
+        and everything is drained. The number of events written."""
+        async with self._round:
+            if final or time.monotonic() >= self._next_scan:
+                self._claim_leftovers()
+            if final or len(self._sources) < MAX_BACKLOG:
+                await self._seal()
+            before = self.recorded
+            while True:
+                more = self._read()
+                progress = await self._write_ripe(final)
+                if not more or not progress:  # all read, or waiting for the clock
+                    return self.recorded - before
+
+    def _claim_leftovers(self) -> None:
+        self._next_scan = time.monotonic() + LEFTOVER_SECONDS
+        room = MAX_BACKLOG - len(self._sources)
+        for segment in claim_leftovers(self.directory, max(room, 0)):
+            log.info("tracking: draining %s, left by a process that stopped", segment.path.name)
+            self._sources.append(_Source(segment))
+
+    async def _seal(self) -> None:
+        before = self.runtime.clock.now()
+        segment = await self.journal.seal()
+        if segment is not None:
+            self._sources.append(_Source(segment))
+        if self.journal.pending() == 0:  # every hit made before `before` was sealed
+            self._horizon = before
+        elif segment is not None:
+            self._horizon = segment.horizon
+
+    def _read(self) -> bool:
+        """Read segments into the pending hits, oldest first, up to ``READ_AHEAD``;
+        whether some segment has more to read."""
+        for source in self._sources:
+            while not source.eof:
+                room = READ_AHEAD - len(self._pending)
+                if room <= 0:
+                    return True
+                lines, source.offset, source.eof = read_lines(
+                    source.segment.path, source.offset, room
+                )
+                for line in lines:
+                    try:
+                        hit = decode(line)
+                    except BadLine as exc:
+                        log.warning("tracking: %s: a line that is not a hit (%s)",
+                                    source.segment.path.name, exc)  # fmt: skip
+                        continue
+                    self._pending.append((hit, source))
+                    source.outstanding += 1
+                    source.last_at = hit.at
+        self._finish_sources()
+        return False
+
+    def _ripe_before(self, final: bool) -> datetime | None:
+        """Clicks before this are ripe (None: all are)."""
+        if final:
+            return None
+        bounds = [s.last_at for s in self._sources if not s.eof and s.last_at is not None]
+        if self._horizon is not None:
+            bounds.append(self._horizon)
+        if not bounds:
+            return datetime.min.replace(tzinfo=self.runtime.clock.now().tzinfo)
+        return min(bounds) - timedelta(seconds=machine.ALL_LINKS_SECONDS)
+
+    async def _write_ripe(self, final: bool) -> int:
+        """Write the ripe pending hits; how many were taken (written or skipped)."""
+        limit = self._ripe_before(final)
+        ripe = [p for p in self._pending if p[0].kind != CLICK or limit is None or p[0].at <= limit]
+        ripe.sort(key=lambda p: p[0].at)
+        for start in range(0, len(ripe), BATCH):
+            batch = ripe[start : start + BATCH]
+            ids = {id(hit) for hit, _ in batch}
+            later = [h for h, _ in self._pending if h.kind == CLICK and id(h) not in ids]
+            planned = await drain.plan(self.runtime, [h for h, _ in batch], later)
+            if planned.changes:
+                await self.runtime.store.write(planned.changes)
+            self.recorded += planned.recorded
+            self._pending = [p for p in self._pending if id(p[0]) not in ids]
+            for _, source in batch:
+                source.outstanding -= 1
+            self._finish_sources()
+        return len(ripe)
+
+    def _finish_sources(self) -> None:
+        """Unlink the segments read to the end whose every hit is written."""
+        done = [s for s in self._sources if s.eof and s.outstanding == 0]
+        for source in done:
+            source.segment.remove()
+        if done:
+            self._sources = [s for s in self._sources if not (s.eof and s.outstanding == 0)]

@@ -171,7 +171,7 @@ class Recorder:
     async def _write_ripe(self, final: bool) -> int:
         """Write the ripe pending hits; how many were taken (written or skipped)."""
         limit = self._ripe_before(final)
-        ripe = [p for p in self._pending if p[0].kind != CLICK or limit is None or p[0].at <= limit]
+        ripe = [p for p in self._pending if _ripe(p[0], p[1], limit)]
         ripe.sort(key=lambda p: p[0].at)
         for start in range(0, len(ripe), BATCH):
             batch = ripe[start : start + BATCH]
@@ -194,3 +194,11 @@ class Recorder:
             source.segment.remove()
         if done:
             self._sources = [s for s in self._sources if not (s.eof and s.outstanding == 0)]
+
+
+def _ripe(hit: Hit, source: _Source, limit: datetime | None) -> bool:
+    """Opens at once; clicks once the clicks around them are known: before ``limit``,
+    or read to the end of a dead process's segment (nothing follows them there)."""
+    if hit.kind != CLICK or limit is None or hit.at <= limit:
+        return True
+    return source.eof and source.segment.horizon is None

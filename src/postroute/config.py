@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     )
     domain_recheck_hours: float = Field(default=6.0, gt=0, le=24 * 30)
     dns_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # how long a hard bounce keeps its address on the suppression list
+    bounce_suppression_days: int = Field(default=90, ge=1, le=3650)
 
     log_level: str = "INFO"
 

@@ -16,6 +16,7 @@ PAYLOAD_TOO_LARGE = "payload_too_large"
 RATE_LIMITED = "rate_limited"
 IDEMPOTENCY_CONFLICT = "idempotency_conflict"
 DOMAIN_NOT_VERIFIED = "domain_not_verified"
+RECIPIENT_SUPPRESSED = "recipient_suppressed"
 INTERNAL_ERROR = "internal_error"
 
 

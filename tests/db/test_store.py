@@ -32,6 +32,7 @@ def account(key: str, name: str) -> dict[str, object]:
         "track_opens": False,
         "track_clicks": False,
         "require_verified_domain": False,
+        "unsubscribe_header": False,
         "created_at": WHEN,
     }
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from postroute import events
-from postroute.delivery import pipeline, recorder
+from postroute.delivery import outcomes, pipeline
 from postroute.delivery.dispatch import Budget, Hold, Take
 from postroute.delivery.flight import InFlight
 from postroute.delivery.health import HealthBook
@@ -85,7 +85,7 @@ def report(job_pool: str, outcome: object, at: datetime = NOW) -> Report:
 
 
 def test_record_of_a_drop_finishes_the_message_without_an_attempt() -> None:
-    rows = recorder.Rows()
+    rows = outcomes.Rows()
     pipeline.record(rows, flight(), pipeline.Dropped("gone"), NOW, POLICY, NOW)
     assert [e.type for e in rows.events] == [events.DROPPED]
     assert rows.events[0].data == {"reason": "gone"}
@@ -94,7 +94,7 @@ def test_record_of_a_drop_finishes_the_message_without_an_attempt() -> None:
 
 
 def test_record_of_a_hold_reschedules_without_using_an_attempt() -> None:
-    rows = recorder.Rows()
+    rows = outcomes.Rows()
     hold = Hold(NOW + timedelta(minutes=5), "pool_down", "pool A is down")
     pipeline.record(rows, flight(attempts=1), hold, NOW, POLICY, NOW + timedelta(days=1))
     assert [e.type for e in rows.events] == [events.DEFERRED]
@@ -108,7 +108,7 @@ def test_record_of_sends_a_failover_then_a_success() -> None:
     fl = flight()
     fl.reports = [report("smtp_A", RelayDown("smtp_connection_error", "refused")),
                   report("smtp_B", Sent(250, "2.0.0 Ok: queued as ABC123"))]  # fmt: skip
-    rows = recorder.Rows()
+    rows = outcomes.Rows()
     pipeline.record(rows, fl, None, NOW, POLICY, NOW + timedelta(days=1))
     assert [a["outcome"] for a in rows.attempts] == ["relay_down", "sent"]
     assert [e.type for e in rows.events] == [events.PROCESSED, events.SENT]
@@ -120,7 +120,7 @@ def test_record_of_sends_a_failover_then_a_success() -> None:
 def test_record_of_a_bounce_is_final() -> None:
     fl = flight()
     fl.reports = [report("smtp_A", Bounced(550, "5.1.1 no such user"))]
-    rows = recorder.Rows()
+    rows = outcomes.Rows()
     pipeline.record(rows, fl, None, NOW, POLICY, NOW + timedelta(days=1))
     assert [e.type for e in rows.events] == [events.PROCESSED, events.BOUNCED]
     assert rows.messages[0]["status"] == events.BOUNCED and rows.finished == ["msg_1"]

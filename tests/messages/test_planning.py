@@ -49,8 +49,10 @@ def test_a_draft_goes_to_the_default_pool_and_its_rows_are_described() -> None:
     planned = plan("acct_1", [http(to=["a@example.org", "b@example.org"])], found, NOW, batch=False)
     (reply,) = planned.replies
     assert [m.to for m in reply.messages] == ["a@example.org", "b@example.org"]
-    (guard,) = planned.changes.guards
-    assert guard.rows == [("stamp",)]  # written only while the pools are as planned with
+    pools_guard, suppressions_guard = planned.changes.guards
+    assert pools_guard.rows == [("stamp",)]  # written only while the pools are as planned with
+    # and while none of the recipients is suppressed (the plan read nothing: it assumed so)
+    assert suppressions_guard.rows == []
     inserts = {s.table.name: s.rows for s in planned.changes.steps if isinstance(s, Insert)}
     assert list(inserts) == ["message_contents", "messages", "deliveries", "message_events"]
     assert {m["pool_id"] for m in inserts["messages"]} == {"smtp_B"}
@@ -115,4 +117,4 @@ def test_a_required_verified_domain_is_checked_on_the_path() -> None:
     smtp_error = refused([smtp(raw)], strict)
     assert smtp_error.message.startswith("the From domain example.com is not verified")
     planned = plan("acct_1", [http()], pools(pool("smtp_A")), NOW, batch=False)  # not required
-    assert len(planned.changes.guards) == 1  # no domains read: no guard on them
+    assert len(planned.changes.guards) == 2  # pools and suppressions: no domains read

@@ -27,7 +27,8 @@ async def get_account(account: AccountDep, session: SessionDep) -> AccountOut:
 async def update_account(
     data: AccountUpdate, account: AccountDep, session: SessionDep
 ) -> AccountOut:
-    """`require_verified_domain`, and the defaults of `track_opens` and `track_clicks`."""
+    """`require_verified_domain`, and the defaults of `track_opens`, `track_clicks` and
+    `unsubscribe_header` (List-Unsubscribe)."""
     changes = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
     updated = await service.update_settings(session, account.account_id, **changes)
     await session.commit()

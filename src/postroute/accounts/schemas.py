@@ -54,6 +54,10 @@ class AccountOut(BaseModel):
     )
     track_opens: bool = Field(description="Default of `track_opens` for sends that omit it.")
     track_clicks: bool = Field(description="Default of `track_clicks` for sends that omit it.")
+    unsubscribe_header: bool = Field(
+        description="Default of `unsubscribe` (List-Unsubscribe headers) for sends that omit "
+        "it. Off for new accounts: most transactional mail must not carry it."
+    )
     created_at: datetime = Field(description="ISO 8601, UTC.")
 
 
@@ -66,3 +70,6 @@ class AccountUpdate(BaseModel):
     )
     track_opens: bool | None = Field(default=None, description="Default for sends.")
     track_clicks: bool | None = Field(default=None, description="Default for sends.")
+    unsubscribe_header: bool | None = Field(
+        default=None, description="Default of `unsubscribe` for sends."
+    )

@@ -79,6 +79,7 @@ async def update_settings(
     require_verified_domain: bool | None = None,
     track_opens: bool | None = None,
     track_clicks: bool | None = None,
+    unsubscribe_header: bool | None = None,
 ) -> Account:
     """Change the settings given (None: unchanged)."""
     account = await get_account(session, account_id)
@@ -88,6 +89,8 @@ async def update_settings(
         account.track_opens = track_opens
     if track_clicks is not None:
         account.track_clicks = track_clicks
+    if unsubscribe_header is not None:
+        account.unsubscribe_header = unsubscribe_header
     await session.flush()
     return account
 

@@ -34,6 +34,7 @@ STATUS = {
     errors.RATE_LIMITED: 429,
     errors.IDEMPOTENCY_CONFLICT: 409,
     errors.DOMAIN_NOT_VERIFIED: 422,
+    errors.RECIPIENT_SUPPRESSED: 422,
 }
 
 _HTTP_CODES = {

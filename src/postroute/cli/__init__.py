@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from postroute import __version__
-from postroute.cli import admin, domains, pools, run, send, smtp
+from postroute.cli import admin, domains, pools, run, send, smtp, suppressions
 
 app = typer.Typer(
     name="postroute",
@@ -50,6 +50,7 @@ app.add_typer(admin.accounts_app, name="accounts")
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(pools.app, name="pools")
 app.add_typer(domains.app, name="domains")
+app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(smtp.ip_credentials_app, name="ip-credentials")
 
 

@@ -109,9 +109,17 @@ def accounts_set(
     track_clicks: Annotated[
         bool | None, typer.Option("--track-clicks/--no-track-clicks", help="Default of sends.")
     ] = None,
+    unsubscribe_header: Annotated[
+        bool | None,
+        typer.Option(
+            "--unsubscribe-header/--no-unsubscribe-header",
+            help="List-Unsubscribe on sends that do not say (off for new accounts).",
+        ),
+    ] = None,
 ) -> None:
     """Change an account's settings; print them."""
-    if require_verified_domain is None and track_opens is None and track_clicks is None:
+    given = (require_verified_domain, track_opens, track_clicks, unsubscribe_header)
+    if all(v is None for v in given):
         fail("nothing to change: give --require-verified-domain or another setting", INVALID)
 
     async def go() -> str:
@@ -123,12 +131,14 @@ def accounts_set(
                 require_verified_domain=require_verified_domain,
                 track_opens=track_opens,
                 track_clicks=track_clicks,
+                unsubscribe_header=unsubscribe_header,
             )
             await session.commit()
             return (
                 f"{done.name}: require_verified_domain={str(done.require_verified_domain).lower()} "
                 f"track_opens={str(done.track_opens).lower()} "
-                f"track_clicks={str(done.track_clicks).lower()}"
+                f"track_clicks={str(done.track_clicks).lower()} "
+                f"unsubscribe_header={str(done.unsubscribe_header).lower()}"
             )
 
     typer.echo(run(go))

@@ -1,5 +1,6 @@
-"""The decision step of a claim: read what the leased messages need, run
-``choose_pool`` for each (daily-limit slots reserved under a row lock, so they are
+"""The decision step of a claim: read what the leased messages need (their envelopes,
+contents, pools, domains, and which recipients are suppressed now), run the pipeline's
+first steps up to ``choose_pool`` for each (daily-limit slots reserved under a row lock, so they are
 exact across workers), and write what must be written: the slots taken, and the
 messages stopped before a send (held or dropped). Returns the takes to send."""
 
@@ -10,13 +11,15 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute.db.engine import begin_read, transaction
-from postroute.delivery import recorder
+from postroute.delivery import outcomes, recorder
 from postroute.delivery import repository as repo
 from postroute.delivery.dispatch import Budget, Take
 from postroute.delivery.dispatcher import Dispatcher, write_budget
 from postroute.delivery.flight import InFlight
 from postroute.pools import repository as pools_repo
 from postroute.runtime import Runtime
+from postroute.suppressions import repository as suppressions_repo
+from postroute.suppressions.rules import key as suppression_key
 
 
 async def decide(
@@ -31,6 +34,8 @@ async def decide(
         accounts = {c.account_id for c in claimed}
         await d.directory.refresh(session, accounts)
         await d.signing.refresh(session, accounts)
+        pairs = [(e.account_id, suppression_key(e.to_email)) for e in envelopes.values()]
+        suppressed = await suppressions_repo.active_pairs(session, pairs, now)
     for p in d.directory.by_id.values():
         d.health.sync(p.id, p.health_state, p.consecutive_failures, p.down_until, now)
     limited = [p for p in d.directory.by_id.values() if p.daily_limit is not None]
@@ -39,10 +44,10 @@ async def decide(
         async with transaction(rt.sessions) as session:
             used = await pools_repo.lock_usage(session, [p.id for p in limited], now.date())
             budget = Budget({p.id: (p.daily_limit or 0) - used.get(p.id, 0) for p in limited})
-            takes, stopped = d.decide(claimed, envelopes, contents, budget, now)
+            takes, stopped = d.decide(claimed, envelopes, contents, suppressed, budget, now)
             await _write(session, d, owner, budget, stopped, now)
     else:
-        takes, stopped = d.decide(claimed, envelopes, contents, budget, now)
+        takes, stopped = d.decide(claimed, envelopes, contents, suppressed, budget, now)
         if stopped.messages:
             async with transaction(rt.sessions) as session:
                 await _write(session, d, owner, budget, stopped, now)
@@ -57,7 +62,7 @@ async def _write(
     d: Dispatcher,
     owner: str,
     budget: Budget,
-    stopped: recorder.Rows,
+    stopped: outcomes.Rows,
     now: datetime,
 ) -> None:
     """The budget taken and the messages stopped before a send, in the caller's

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute.db.changes import Changes, apply
 from postroute.db.engine import transaction
-from postroute.delivery import pipeline, recorder
+from postroute.delivery import outcomes, pipeline
 from postroute.delivery import repository as repo
 from postroute.delivery.dispatch import Budget, Hold, Take
 from postroute.delivery.flight import InFlight
@@ -54,6 +54,7 @@ class Dispatcher:
         self._finished = finished
         self.max_age = max_age
         self.policy = RetryPolicy(s.retry_attempts, s.retry_base_seconds)
+        self.bounce_suppression = timedelta(days=s.bounce_suppression_days)
         self.directory = PoolDirectory(runtime.box)
         self.signing = SigningBook(runtime.box)
         self._dkim = Cache()
@@ -86,18 +87,24 @@ class Dispatcher:
         claimed: list[repo.Claimed],
         envelopes: dict[str, repo.Envelope],
         contents: dict[str, bytes],
+        suppressed: Mapping[tuple[str, str], str],
         budget: Budget,
         now: datetime,
-    ) -> tuple[list[tuple[InFlight, Take]], recorder.Rows]:
-        """``choose_pool`` per message: the takes, and the rows of those it stopped."""
+    ) -> tuple[list[tuple[InFlight, Take]], outcomes.Rows]:
+        """The steps up to ``choose_pool`` per message: the takes, and the rows of those
+        stopped (``suppressed``: (account, address key) -> reason)."""
         takes: list[tuple[InFlight, Take]] = []
-        stopped = recorder.Rows()
+        stopped = self.rows()
         backlog = {pid: (s.backlog, self._rate(pid)) for pid, s in self.senders.items()}
         for item in claimed:
             envelope = envelopes[item.message_id]
             route, pools = self.directory.candidates(item.account_id, item.pool_id)
             fl = InFlight(item, envelope, contents[envelope.content_id], [p.id for p in pools])
             fl.route_note = route.note if route else None
+            dropped = pipeline.drop_if_suppressed(fl, suppressed)
+            if dropped is not None:
+                pipeline.record(stopped, fl, dropped, now, self.policy, self.deadline(fl))
+                continue
             signing = pipeline.choose_return_path(fl, self.signing)
             if isinstance(signing, pipeline.Dropped):
                 pipeline.record(stopped, fl, signing, now, self.policy, self.deadline(fl))
@@ -114,12 +121,15 @@ class Dispatcher:
                 pipeline.record(stopped, fl, step, now, self.policy, self.deadline(fl))
         return takes, stopped
 
-    def rows_of(self, batch: list[InFlight]) -> recorder.Rows:
+    def rows(self) -> outcomes.Rows:
+        return outcomes.Rows(bounce_suppression=self.bounce_suppression)
+
+    def rows_of(self, batch: list[InFlight]) -> outcomes.Rows:
         """``record``: what became of messages whose tries are over, as rows."""
-        rows = recorder.Rows()
+        rows = self.rows()
         for fl in batch:
             now = fl.reports[-1].finished_at
-            if recorder.really_tried(fl):
+            if outcomes.really_tried(fl):
                 pipeline.record(rows, fl, None, now, self.policy, self.deadline(fl))
                 continue
             # no pool could be tried at all: wait for the earliest to come back

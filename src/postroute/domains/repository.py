@@ -94,14 +94,19 @@ _STAMP = (
     .where(Domain.account_id == sa.bindparam("account_id"))
     .order_by(Domain.id)
 )
-_REQUIRE = sa.select(Account.require_verified_domain).where(
-    Account.id == sa.bindparam("account_id")
-)
+# and the account's settings the submit path applies
+_REQUIRE = sa.select(
+    Account.require_verified_domain,
+    Account.track_opens,
+    Account.track_clicks,
+    Account.unsubscribe_header,
+).where(Account.id == sa.bindparam("account_id"))
 
 
 async def sending_stamp(session: AsyncSession, account_id: str) -> tuple[Any, ...]:
-    """The account's domains (id, name, status, update time) and whether it requires a
-    verified domain, as :func:`fetch_all` returns them (compare stamps with stamps)."""
+    """The account's domains (id, name, status, update time), whether it requires a
+    verified domain and its sending defaults, as :func:`fetch_all` returns them (compare
+    stamps with stamps)."""
     domains = tuple(await fetch_all(session, _STAMP, {"account_id": account_id}))
     require = tuple(await fetch_all(session, _REQUIRE, {"account_id": account_id}))
     return (domains, require)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 import sys
 from functools import lru_cache
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import GetJsonSchemaHandler
+from pydantic import AfterValidator, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
@@ -124,3 +124,4 @@ def email_address(value: str) -> str:
     return result.normalized
 
 
+EmailText = Annotated[str, AfterValidator(email_address), JsonSchemaExtra(format="email")]

@@ -31,7 +31,7 @@ RecipientKind = Literal["to", "cc", "bcc"]
 
 # Header-bound text: one line, no control character but tab (the JSON schema says so too).
 SingleLine = Annotated[str, AfterValidator(t.single_line), t.NO_CONTROL]
-EmailText = Annotated[str, AfterValidator(t.email_address), t.JsonSchemaExtra(format="email")]
+EmailText = t.EmailText
 BodyText = Annotated[str, AfterValidator(t.body_text)]
 Subject = Annotated[str, AfterValidator(v.subject), t.TEXT]
 Tag = Annotated[str, AfterValidator(v.tag), t.text(v.MAX_TAG_LENGTH)]

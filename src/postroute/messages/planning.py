@@ -1,85 +1,41 @@
-"""The submit path's checks and rows, shared by HTTP and SMTP: pure, no I/O.
+"""The submit path's checks, shared by HTTP and SMTP: pure, no I/O.
 
-An ingress turns what it received into :class:`Draft` values (fields checked one by
-one, problems found so far); :func:`plan` runs the checks of the submit path against
-the account's pools as last read (:class:`AccountPools`), composes or completes the
-content, and describes the rows to store (content once, then per recipient a message
-row, its tags, a queue row and a ``queued`` event), guarded by the stamps of the pools
-and domains it was planned against. Every
-problem of every draft is reported at once, in one ``DomainError``.
+An ingress turns what it received into :class:`~postroute.messages.drafts.Draft` values
+(fields checked one by one, problems found so far); :func:`plan` runs the checks of the
+submit path against the account as last read (:class:`AccountState`: pools, domains,
+defaults) and the suppression list as last read, and describes the rows to store
+(:mod:`postroute.messages.rows`), guarded by the stamps of the pools and domains and by
+the suppression entries of the recipients it was planned against. Every problem of
+every draft is reported at once, in one ``DomainError``.
 
 Each check of the path is one function here, in order: :func:`resolve_pool`,
-:func:`sender_of`, :func:`check_sender_domain`. Later rules (suppressed recipients, a
-template to render, ``send_at``) are one more function each, called from :func:`plan`.
+:func:`sender_of`, :func:`check_sender_domain`, :func:`check_suppressed` (a suppressed
+recipient is otherwise recorded ``dropped``, not refused). Later rules (a template to
+render, ``send_at``) are one more function each, called from :func:`plan`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from postroute import errors, events
+from postroute import errors
 from postroute.db.changes import Changes
 from postroute.domains import repository as domains_repo
 from postroute.domains.names import from_domain
-from postroute.events.record import Event, record
-from postroute.kit import ids
-from postroute.messages import repository as repo
-from postroute.messages.compose import new_message_id
-from postroute.messages.schemas import SendResponse, SentMessage
+from postroute.messages.drafts import Draft, Fields, Problem, Recipient
+from postroute.messages.rows import Switches, add_rows
+from postroute.messages.schemas import SendResponse
 from postroute.models import SmtpPool
-from postroute.models.queue import QUEUED
 from postroute.pools import repository as pools_repo
 from postroute.pools.routing import choose
+from postroute.suppressions import repository as suppressions_repo
+from postroute.suppressions.rules import key
 
-
-@dataclass(frozen=True)
-class Problem:
-    field: str
-    message: str
-    code: str = errors.VALIDATION_FAILED
-
-
-@dataclass(frozen=True)
-class Recipient:
-    kind: str  # to | cc | bcc
-    email: str
-
-
-@dataclass(frozen=True)
-class Fields:
-    """How an ingress names the fields the submit path checks, and orders problems."""
-
-    pool: str = "pool"
-    pool_named: bool = False  # a problem of a named pool starts with the field's name
-    sender: str = "from"
-    no_sender: str = "required: the pool has no from_email"
-    # whether a missing From is reported when no pool could be resolved (SMTP says it
-    # with the rest; HTTP waits: the default From depends on the pool)
-    sender_without_pool: bool = False
-    order: tuple[str, ...] = ()  # problems of these fields first, in this order
-
-
-@dataclass
-class Draft:
-    """One message as an ingress hands it in: its fields checked one by one."""
-
-    source: str  # "api" | "smtp"
-    sender: str | None  # the From address, when the message has one
-    recipients: list[Recipient]
-    subject: str
-    tags: Sequence[str]
-    metadata: dict[str, str]
-    pool_ref: str | None
-    track_opens: bool
-    track_clicks: bool
-    # the content, given the From address to use when the message has none, and the time
-    content: Callable[[str | None, datetime], bytes]
-    problems: list[Problem] = field(default_factory=list)
-    fields: Fields = Fields()
-    mail_from: str | None = None  # the envelope sender an SMTP client gave
+NO_DEFAULTS = Switches(track_opens=False, track_clicks=False, unsubscribe=False)
+__all__ = ["AccountState", "Draft", "Fields", "Planned", "Problem", "Recipient", "plan"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +52,8 @@ class AccountState:
     require_verified_domain: bool = False
     verified_domains: frozenset[str] = frozenset()
     domains_stamp: tuple[Any, ...] | None = None
+    # the account's defaults for drafts that do not say
+    defaults: Switches = NO_DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -109,13 +67,27 @@ class Planned:
     stamps: tuple[Any, ...]  # of the pools and domains it was planned against
     changes: Changes
     replies: list[SendResponse]
+    suppressed: Mapping[str, str]  # what it took the suppression list to say (key: reason)
+
+    def recipients(self) -> set[str]:
+        """The drafts' recipients, as the suppression list keys them."""
+        return {key(r.email) for d in self.drafts for r in d.recipients}
 
 
 def plan(
-    account_id: str, drafts: Sequence[Draft], pools: AccountState, now: datetime, *, batch: bool
+    account_id: str,
+    drafts: Sequence[Draft],
+    pools: AccountState,
+    now: datetime,
+    *,
+    batch: bool,
+    suppressed: Mapping[str, str] | None = None,
 ) -> Planned:
     """Check ``drafts`` (all or none: a batch) and describe their rows. A refused draft
-    raises one DomainError with every problem of every draft in ``details``."""
+    raises one DomainError with every problem of every draft in ``details``.
+    ``suppressed``: the recipients the account suppresses (key: reason), as last read;
+    None: assume none (the write's guard tells, and the drafts are planned again)."""
+    known = suppressed or {}
     problems: list[Problem] = []
     ready: list[tuple[Draft, SmtpPool, str]] = []
     for i, draft in enumerate(drafts):
@@ -123,6 +95,7 @@ def plan(
         pool = resolve_pool(draft, pools.pools, found)
         sender = sender_of(draft, pool, found)
         check_sender_domain(draft, sender, pools, found)
+        check_suppressed(draft, known, found)
         if found or pool is None or sender is None:
             prefix = f"messages[{i}]." if batch else ""
             order = draft.fields.order
@@ -141,9 +114,23 @@ def plan(
     pools_repo.guard_stamp(changes, account_id, pools.stamp)
     if pools.domains_stamp is not None:
         domains_repo.guard_sending(changes, account_id, pools.domains_stamp)
-    replies = [_add_rows(changes, account_id, d, p, s, now) for d, p, s in ready]
+    replies = [
+        add_rows(changes, account_id, d, p, s, now, switches(d, pools.defaults), known)
+        for d, p, s in ready
+    ]
     stamps = (pools.stamp, pools.domains_stamp)
-    return Planned(account_id, drafts, batch, now, stamps, changes, replies)
+    done = Planned(account_id, drafts, batch, now, stamps, changes, replies, known)
+    suppressions_repo.guard_recipients(changes, account_id, done.recipients(), known, now)
+    return done
+
+
+def switches(draft: Draft, defaults: Switches) -> Switches:
+    """Tracking and List-Unsubscribe: as the draft says, else the account's defaults."""
+    return Switches(
+        defaults.track_opens if draft.track_opens is None else draft.track_opens,
+        defaults.track_clicks if draft.track_clicks is None else draft.track_clicks,
+        defaults.unsubscribe if draft.unsubscribe is None else draft.unsubscribe,
+    )
 
 
 def resolve_pool(
@@ -199,83 +186,15 @@ def check_sender_domain(
         problems.append(Problem(draft.fields.sender, message, errors.DOMAIN_NOT_VERIFIED))
 
 
-def route_note(pool: SmtpPool, ref: str | None) -> str | None:
-    """Why a send without a pool went where it went, when that was not the default."""
-    if ref is None and not pool.is_default:
-        return f"no active default pool; used {pool.name}, the first active pool by priority"
-    return None
-
-
-def _add_rows(
-    changes: Changes, account_id: str, draft: Draft, pool: SmtpPool, sender: str, now: datetime
-) -> SendResponse:
-    content = draft.content(None if draft.sender else sender, now)
-    batch_id = ids.new_id(ids.BATCH)
-    content_id = ids.new_id(ids.CONTENT)
-    domain = sender.rpartition("@")[2].lower()
-    note = route_note(pool, draft.pool_ref)
-    contents = [
-        {
-            "id": content_id,
-            "account_id": account_id,
-            "mime": content,
-            "size": len(content),
-            "created_at": now,
-        }
-    ]
-    messages: list[dict[str, Any]] = []
-    tags: list[dict[str, Any]] = []
-    queue: list[dict[str, Any]] = []
-    queued: list[Event] = []
-    sent: list[SentMessage] = []
-    for rcpt in draft.recipients:
-        message_id = ids.new_id(ids.MESSAGE)
-        header = new_message_id(message_id, domain)
-        messages.append(
-            {
-                "id": message_id,
-                "account_id": account_id,
-                "batch_id": batch_id,
-                "content_id": content_id,
-                "source": draft.source,
-                "from_email": sender,
-                "mail_from": draft.mail_from,
-                "to_email": rcpt.email,
-                "recipient_type": rcpt.kind,
-                "subject": draft.subject,
-                "message_id_header": header,
-                "metadata": draft.metadata,
-                "requested_pool": draft.pool_ref,
-                "pool_id": pool.id,
-                "route_note": note,
-                "track_opens": draft.track_opens,
-                "track_clicks": draft.track_clicks,
-                "status": events.QUEUED,
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        tags.extend(
-            {"message_id": message_id, "tag": t, "account_id": account_id}
-            for t in dict.fromkeys(draft.tags)
-        )
-        queue.append(
-            {
-                "message_id": message_id,
-                "account_id": account_id,
-                # a named pool stays asked for; otherwise the default at delivery time
-                "pool_id": pool.id if draft.pool_ref else None,
-                "state": QUEUED,
-                "next_attempt_at": now,
-                "attempts": 0,
-                "created_at": now,
-            }
-        )
-        data = {"pool_id": pool.id, "source": draft.source}
-        queued.append(Event(events.QUEUED, account_id, message_id, now, data))
-        # Replies built from values made here: nothing to validate.
-        sent.append(SentMessage.model_construct(id=message_id, to=rcpt.email, message_id=header))
-    repo.add_submission(changes, contents, messages, tags, queue)
-    record(changes, queued)
-    return SendResponse.model_construct(id=batch_id, messages=sent)
+def check_suppressed(draft: Draft, suppressed: Mapping[str, str], problems: list[Problem]) -> None:
+    """A draft whose ingress refuses it when no recipient may be mailed (SMTP), and none
+    may: one problem naming each address and why."""
+    if not draft.fields.refuse_all_suppressed or not draft.recipients:
+        return
+    reasons = [suppressed.get(key(r.email)) for r in draft.recipients]
+    if any(r is None for r in reasons):
+        return
+    pairs = zip(draft.recipients, reasons, strict=True)
+    listed = ", ".join(f"{r.email} ({why})" for r, why in pairs)
+    message = f"every recipient is on the suppression list: {listed}"
+    problems.append(Problem("recipients", message, errors.RECIPIENT_SUPPRESSED))

@@ -9,6 +9,12 @@ Planning happens before any write lock (SQLite has one writer). The pools are ke
 account with their stamp; the write is guarded by that stamp, so a pool changed since
 (by any process) makes the write :class:`~postroute.db.changes.Stale`: the drafts
 concerned are planned again against the pools read then, and may be refused.
+
+The suppression list is not read to plan: a plan assumes its recipients are not
+suppressed, and the write's guard (one indexed read of those addresses, in the write)
+checks it. A recipient found suppressed makes the write stale; the plan is made again
+with what the list says, and that recipient's message is recorded ``dropped``. Mail to
+suppressed addresses is rare, so the common send reads nothing before its write.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from postroute.db.engine import begin_read, transaction
 from postroute.db.store import Prepared
 from postroute.domains import repository as domains_repo
 from postroute.messages.planning import AccountState, Draft, Planned, plan
+from postroute.messages.rows import Switches
 from postroute.messages.schemas import SendResponse
 from postroute.models.domains import FAILING, VERIFIED
 from postroute.pools import repository as pools_repo
 from postroute.runtime import Runtime
+from postroute.suppressions import repository as suppressions_repo
 
 SENDING = (VERIFIED, FAILING)  # a failing domain still sends (and signs): fix its DNS
 Result = list[SendResponse] | errors.DomainError
@@ -109,14 +117,34 @@ class Submitter:
             if item.account_id not in fresh:
                 fresh[item.account_id] = await self.pools(item.account_id)
             pools = fresh[item.account_id]
-            if (pools.stamp, pools.domains_stamp) == item.stamps:
-                out.append(item)  # its pools and domains held: another item's did not
+            suppressed = await self.suppressed(item)
+            if (pools.stamp, pools.domains_stamp) == item.stamps and suppressed == dict(
+                item.suppressed
+            ):
+                out.append(item)  # its reads held: another item's did not
                 continue
             try:
-                out.append(plan(item.account_id, item.drafts, pools, item.now, batch=item.batch))
+                again = plan(
+                    item.account_id,
+                    item.drafts,
+                    pools,
+                    item.now,
+                    batch=item.batch,
+                    suppressed=suppressed,
+                )
             except errors.DomainError as exc:
                 out.append(exc)
+            else:
+                out.append(again)
         return out
+
+    async def suppressed(self, item: Planned) -> dict[str, str]:
+        """Which of ``item``'s recipients the account suppresses (at its time)."""
+        async with transaction(self.rt.sessions) as session:
+            await begin_read(session)
+            return await suppressions_repo.active_for(
+                session, item.account_id, item.recipients(), item.now
+            )
 
     def known(self, account_id: str) -> AccountState | None:
         """The account's pools as last read, if they were."""
@@ -133,6 +161,11 @@ class Submitter:
             pools = list(await pools_repo.list_pools(session, account_id))
             account = await domains_repo.account_flags(session, account_id)
             domains = await domains_repo.list_domains(session, account_id)
+        defaults = Switches(
+            track_opens=bool(account and account.track_opens),
+            track_clicks=bool(account and account.track_clicks),
+            unsubscribe=bool(account and account.unsubscribe_header),
+        )
         found = self._pools[account_id] = AccountState(
             account_id,
             pools,
@@ -140,6 +173,7 @@ class Submitter:
             require_verified_domain=bool(account and account.require_verified_domain),
             verified_domains=frozenset(d.name for d in domains if d.status in SENDING),
             domains_stamp=domains_stamp,
+            defaults=defaults,
         )
         return found
 

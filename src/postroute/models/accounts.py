@@ -17,6 +17,8 @@ class Account(Base):
     name: Mapped[str] = mapped_column(sa.String(200), unique=True)
     track_opens: Mapped[bool] = mapped_column(default=False)
     track_clicks: Mapped[bool] = mapped_column(default=False)
+    # List-Unsubscribe on sends that do not say (off: most transactional mail must not)
+    unsubscribe_header: Mapped[bool] = mapped_column(default=False)
     # From must be on a verified domain (on for new accounts; the migration that added it
     # left existing accounts off)
     require_verified_domain: Mapped[bool] = mapped_column(default=True)

@@ -54,6 +54,7 @@ class Message(Base):
     route_note: Mapped[str | None] = mapped_column(sa.Text)
     track_opens: Mapped[bool] = mapped_column(default=False)
     track_clicks: Mapped[bool] = mapped_column(default=False)
+    unsubscribe: Mapped[bool] = mapped_column(default=False)  # List-Unsubscribe headers
     status: Mapped[str] = mapped_column(sa.String(12))
     attempts: Mapped[int] = mapped_column(default=0)
     last_reply: Mapped[str | None] = mapped_column(sa.Text)

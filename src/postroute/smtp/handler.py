@@ -151,7 +151,8 @@ class Handler:
             log.error("SMTP message from %s not stored: %s", server.peer_ip, _cause(exc))
             return str(replies.S451_TRANSIENT)
         self.rt.wake_worker()
-        return replies.queued([(m.id, m.to) for m in accepted.messages], accepted.id)
+        sent = [(m.id, m.to, m.suppression_reason) for m in accepted.messages]
+        return replies.queued(sent, accepted.id)
 
     async def _replan(self, items: Sequence[Ready]) -> list[Ready | errors.DomainError]:
         """A group commit's items whose write was stale, planned against pools read now."""

@@ -38,6 +38,9 @@ S250_SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 S250_RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
 S250_QUEUED = Reply(250, "2.0.0", "Message queued as {id}")
 S250_QUEUED_FOR = Reply(250, "2.0.0", "Message queued as {id} for <{to}>")
+S250_SUPPRESSED_FOR = Reply(
+    250, "2.0.0", "Not sent to <{to}>: on the suppression list ({reason}), recorded as {id}"
+)
 S250_BATCH = Reply(250, "2.0.0", "Batch {batch} of {count} messages queued")
 S252_CANNOT_VRFY = Reply(
     252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery"
@@ -133,12 +136,19 @@ def multiline(reply: Reply, parts: Sequence[str], sep: str = "; ") -> str:
     return _join(reply, lines)
 
 
-def queued(ids: Sequence[tuple[str, str]], batch_id: str) -> str:
+def queued(ids: Sequence[tuple[str, str, str | None]], batch_id: str) -> str:
     """The 250 for an accepted message: ``Message queued as <id>`` for one recipient;
-    for several, one such line per recipient (``... for <address>``) and the batch id."""
+    for several, one such line per recipient (``... for <address>``, or that it is on the
+    suppression list, with why) and the batch id. Items: (message id, address, the
+    suppression reason or None)."""
     if len(ids) == 1:
         return str(S250_QUEUED(id=ids[0][0]))
-    lines = [S250_QUEUED_FOR(id=m, to=clean(to)).text for m, to in ids]
+    lines = [
+        S250_QUEUED_FOR(id=m, to=clean(to)).text
+        if why is None
+        else S250_SUPPRESSED_FOR(id=m, to=clean(to), reason=why).text
+        for m, to, why in ids
+    ]
     lines.append(S250_BATCH(batch=batch_id, count=len(ids)).text)
     return _join(S250_QUEUED, lines)
 

@@ -9,8 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postroute.db import column_bind, fetch_all
+from postroute.db import column_bind
 from postroute.db.changes import Changes
+from postroute.db.ordering import binary
 from postroute.models import Suppression
 from postroute.models.base import table_of
 
@@ -43,11 +44,14 @@ async def active_pairs(
 ) -> dict[tuple[str, str], str]:
     """Of (account, address) pairs, those suppressed now, with their reason."""
     wanted = set(pairs)
+    accounts = sorted({a for a, _ in wanted})
     emails = sorted({e for _, e in wanted})
     found: dict[tuple[str, str], str] = {}
     for start in range(0, len(emails), _CHUNK):
         stmt = sa.select(Suppression.account_id, Suppression.email, Suppression.reason).where(
-            Suppression.email.in_(emails[start : start + _CHUNK]), _active(now)
+            Suppression.account_id.in_(accounts),
+            Suppression.email.in_(emails[start : start + _CHUNK]),
+            _active(now),
         )
         for account_id, email, reason in (await session.execute(stmt)).all():
             if (account_id, email) in wanted:
@@ -55,19 +59,30 @@ async def active_pairs(
     return found
 
 
-# The stamp of an account's list for the submit path: equal stamps mean no entry was
-# added (ids grow) or removed since the list was read.
-_STAMP = sa.select(sa.func.count(Suppression.id), sa.func.max(Suppression.id)).where(
-    Suppression.account_id == sa.bindparam("account_id")
-)
-
-
-async def stamp(session: AsyncSession, account_id: str) -> tuple[Any, ...]:
-    return tuple(await fetch_all(session, _STAMP, {"account_id": account_id}))
-
-
-def guard(changes: Changes, account_id: str, found: tuple[Any, ...]) -> None:
-    changes.guard(_STAMP, list(found), {"account_id": account_id})
+def guard_recipients(
+    changes: Changes,
+    account_id: str,
+    emails: Iterable[str],
+    suppressed: Iterable[str],
+    now: datetime,
+) -> None:
+    """``changes`` is written only while exactly ``suppressed`` of ``emails`` (keys) are
+    suppressed at ``now``: a plan made without reading the list (or before an entry was
+    added) is planned again."""
+    wanted = sorted(set(emails))
+    known = set(suppressed)
+    for start in range(0, len(wanted), _CHUNK):
+        part = wanted[start : start + _CHUNK]
+        stmt = (
+            sa.select(Suppression.email)
+            .where(
+                Suppression.account_id == account_id,
+                Suppression.email.in_(part),
+                _active(now),
+            )
+            .order_by(binary(Suppression.email))
+        )
+        changes.guard(stmt, [(e,) for e in part if e in known])
 
 
 def _bind(name: str) -> sa.BindParameter[Any]:
@@ -107,12 +122,12 @@ async def list_page(
     before_id: str | None,
     limit: int,
 ) -> Sequence[Suppression]:
-    """Newest first; ``email``: the address, or its start."""
+    """Newest first; ``email``: part of the address (any case)."""
     stmt = sa.select(Suppression).where(Suppression.account_id == account_id)
     if reason:
         stmt = stmt.where(Suppression.reason == reason)
     if email:
-        stmt = stmt.where(Suppression.email.startswith(email, autoescape=True))
+        stmt = stmt.where(Suppression.email.icontains(email, autoescape=True))
     if before_id:
         stmt = stmt.where(Suppression.id < before_id)
     return (await session.scalars(stmt.order_by(Suppression.id.desc()).limit(limit))).all()

@@ -50,8 +50,7 @@ CASES = [
     Case("apple mpp proxy", names.OPENED, "GET", "Mozilla/5.0", READER, 60, machine.APPLE_MPP),
     Case("apple network", names.OPENED, "GET", SAFARI, "17.58.101.3", 60, machine.APPLE_MPP),
     Case("gmail image proxy", names.OPENED, "GET", GMAIL, "66.249.84.1", 60, machine.GOOGLE_PROXY),
-    Case("link scanner", names.CLICKED, "GET", "python-requests/2.31.0", READER, 60,
-         machine.SCANNER_UA),  # fmt: skip
+    Case("link scanner", names.CLICKED, "GET", "curl/8.5.0", READER, 60, machine.SCANNER_UA),
     Case("no user agent", names.CLICKED, "GET", "", READER, 60, machine.SCANNER_UA),
     Case("head request", names.CLICKED, "HEAD", CHROME, READER, 60, machine.HEAD_REQUEST),
     Case("click 1 s after sent", names.CLICKED, "GET", CHROME, READER, 1, machine.TOO_FAST),

@@ -8,8 +8,6 @@ import httpx
 from postroute.delivery.worker import Worker
 from postroute.events import names
 from postroute.preparation.tokens import Tokens
-from postroute.runtime import Runtime
-from postroute.suppressions import repository as suppressions
 from postroute.tracking.service import Tracking
 from tests.conftest import Tenant
 from tests.support.relay import RecordingRelay
@@ -104,7 +102,6 @@ async def test_one_click_unsubscribe_as_gmail_sends_it(
     relay: RecordingRelay,
     worker: Worker,
     tokens: Tokens,
-    runtime: Runtime,
 ) -> None:
     """Gmail POSTs multipart/form-data (Yahoo URL-encoded): the recipient is suppressed
     for the account at once, with one `unsubscribed` event; again changes nothing."""
@@ -121,14 +118,36 @@ async def test_one_click_unsubscribe_as_gmail_sends_it(
             assert "no-store" in reply.headers["cache-control"]
         (event,) = await events_of(client, tenant, message_id, names.UNSUBSCRIBED)
         assert event["data"]["method"] == "one_click"
-    async with runtime.sessions() as session:
-        entries = [
-            await suppressions.get(session, tenant.account_id, f"reader{i}@example.org")
-            for i in range(2)
-        ]
-    for entry, message_id in zip(entries, (gmail, yahoo), strict=True):
-        assert entry is not None
-        assert (entry.reason, entry.source, entry.expires_at) == ("unsubscribe", message_id, None)
+    listed = await client.get("/v1/suppressions", headers=tenant.headers)
+    assert listed.status_code == 200, listed.text
+    entries = {e["email"]: e for e in listed.json()["data"]}
+    assert entries.keys() == {"reader0@example.org", "reader1@example.org"}
+    for i, message_id in enumerate((gmail, yahoo)):
+        entry = entries[f"reader{i}@example.org"]
+        assert (entry["reason"], entry["source"], entry["expires_at"]) == (
+            "unsubscribe",
+            message_id,
+            None,
+        )
+
+
+async def test_an_unsubscribe_after_the_entry_was_removed_adds_it_back(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    worker: Worker,
+    tokens: Tokens,
+) -> None:
+    """The recipient asked again: suppressed again, without a second event."""
+    (message_id,) = await sent_messages(client, tenant, relay, worker)
+    path = "/t/u/" + tokens.unsubscribe_token(message_id)
+    entry = "/v1/suppressions/reader0@example.org"
+    assert (await client.post(path, data={"List-Unsubscribe": "One-Click"})).status_code == 200
+    assert (await client.delete(entry, headers=tenant.headers)).status_code == 204
+    assert (await client.get(entry, headers=tenant.headers)).status_code == 404
+    assert (await client.post(path, data={"List-Unsubscribe": "One-Click"})).status_code == 200
+    assert (await client.get(entry, headers=tenant.headers)).json()["source"] == message_id
+    assert len(await events_of(client, tenant, message_id, names.UNSUBSCRIBED)) == 1
 
 
 async def test_a_get_shows_the_button_and_never_unsubscribes(
@@ -137,7 +156,6 @@ async def test_a_get_shows_the_button_and_never_unsubscribes(
     relay: RecordingRelay,
     worker: Worker,
     tokens: Tokens,
-    runtime: Runtime,
 ) -> None:
     (message_id,) = await sent_messages(client, tenant, relay, worker)
     path = "/t/u/" + tokens.unsubscribe_token(message_id)
@@ -150,8 +168,8 @@ async def test_a_get_shows_the_button_and_never_unsubscribes(
     assert '<form method="post">' in page
     assert 'name="List-Unsubscribe" value="One-Click"' in page
     assert await events_of(client, tenant, message_id, names.UNSUBSCRIBED) == []
-    async with runtime.sessions() as session:
-        assert await suppressions.get(session, tenant.account_id, "reader0@example.org") is None
+    listed = await client.get("/v1/suppressions", headers=tenant.headers)
+    assert listed.json()["data"] == []
 
 
 async def test_an_unsubscribe_post_without_one_click_is_a_400(

@@ -105,6 +105,7 @@ def create_app(runtime: Runtime, *, own_runtime: bool = False) -> FastAPI:
     app.state.tracking = tracking = Tracking.build(runtime)
     api_errors.install(app)
     openapi.install(app)
+    app.include_router(tracking_router)  # first: the busiest routes match at once
     app.include_router(messages_router)
     app.include_router(pools_router)
     app.include_router(keys_router)
@@ -112,7 +113,6 @@ def create_app(runtime: Runtime, *, own_runtime: bool = False) -> FastAPI:
     app.include_router(domains_router)
     app.include_router(account_router)
     app.include_router(suppressions_router)
-    app.include_router(tracking_router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness", response_model=Health)
     async def healthz() -> Health:

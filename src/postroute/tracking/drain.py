@@ -1,11 +1,12 @@
 """One drained batch of hits as one write: read what the rules need, classify, record.
 
-For the batch's messages it reads their account (a hit for a message that is gone is
-dropped), their `sent` time, the `opened`/`clicked` events stored around the batch's
-hits (hits stored already are skipped: a drain run again after a crash counts nothing
-twice; stored clicks join the all-links rule) and which of them have had their first
-human open and click. Then each hit gets its machine reason (:mod:`.machine`) and the
-first human open and click of a message get ``first: true``, in the order of the hits.
+For the batch's messages it reads (one query) their account (a hit for a message that
+is gone is dropped), their `sent` time and whether they had their first human open and
+click; the clicks stored around the batch's clicks (the all-links rule); and, when some
+hits may have been stored already (a segment left by a crash), the hit ids stored in
+the batch's time span, to skip those: a drain run again counts nothing twice. Then each
+hit gets its machine reason (:mod:`.machine`), and the first human open and click of a
+message get ``first: true``, in the order of the hits.
 """
 
 from __future__ import annotations
@@ -37,56 +38,63 @@ class Planned:
     unknown: int = 0  # for a message that does not exist (any more)
 
 
-async def plan(runtime: Runtime, batch: Sequence[Hit], later: Sequence[Hit] = ()) -> Planned:
+async def plan(
+    runtime: Runtime, batch: Sequence[Hit], later: Sequence[Hit] = (), *, check: bool = True
+) -> Planned:
     """The write of ``batch``; ``later``: hits not drained yet that the all-links rule
-    sees too (clicks of the next moments)."""
+    sees too (clicks of the next moments). ``check``: some hits may be stored already
+    (a segment left by a crash, or after a write whose outcome is unknown)."""
     out = Planned()
     if not batch:
         return out
-    message_ids = {h.message_id for h in batch}
     window = timedelta(seconds=machine.ALL_LINKS_SECONDS)
-    since = min(h.at for h in batch) - window
-    until = max(h.at for h in batch) + window
+    since = min(h.at for h in batch)
+    until = max(h.at for h in batch)
+    clicked = {h.message_id for h in batch if h.kind == CLICK}
     async with runtime.sessions() as session:
         await begin_read(session)
-        accounts = await repository.accounts_of(session, message_ids)
-        sent = await repository.sent_times(session, accounts)
-        stored = await repository.engagement_between(session, accounts, since, until)
-        firsts = await repository.firsts(session, accounts)
-    stored_ids = {s.data.get("hit_id") for s in stored}
+        known = await repository.known(session, {h.message_id for h in batch})
+        stored: set[str] = set()
+        if check:
+            stored = await repository.hit_ids_between(session, known, since, until)
+        clicks = await repository.clicks_between(
+            session, clicked & known.keys(), since - window, until + window
+        )
     fresh: list[Hit] = []
     seen: set[str] = set()
     for hit in batch:
-        if hit.id in stored_ids or hit.id in seen:
+        if hit.id in stored or hit.id in seen:
             out.duplicates += 1
-        elif hit.message_id not in accounts:
+        elif hit.message_id not in known:
             out.unknown += 1
             log.debug("tracking: %s %s of message %s, which is gone", hit.kind, hit.id,
                       hit.message_id)  # fmt: skip
         else:
             fresh.append(hit)
         seen.add(hit.id)
-    in_burst = machine.bursts(_clicks(stored, [*fresh, *later]))
+    in_burst = machine.bursts(_clicks(clicks, [*fresh, *later]))
+    firsts = {(m, OPEN) for m, k in known.items() if k.first_open}
+    firsts |= {(m, CLICK) for m, k in known.items() if k.first_click}
     events: list[Event] = []
     for hit in sorted(fresh, key=lambda h: (h.at, h.id)):
-        context = machine.Context(sent.get(hit.message_id), hit.id in in_burst)
-        reason = machine.reason(hit, context)
-        kind = TYPES[hit.kind]
-        first = reason is None and (hit.message_id, kind) not in firsts
+        message = known[hit.message_id]
+        reason = machine.reason(hit, machine.Context(message.sent_at, hit.id in in_burst))
+        first = reason is None and (hit.message_id, hit.kind) not in firsts
         if first:
-            firsts.add((hit.message_id, kind))
+            firsts.add((hit.message_id, hit.kind))
         data = _data(hit, reason, first)
-        events.append(Event(kind, accounts[hit.message_id], hit.message_id, hit.at, data))
+        events.append(Event(TYPES[hit.kind], message.account_id, hit.message_id, hit.at, data))
     record(out.changes, events)
     out.recorded = len(events)
     return out
 
 
-def _clicks(stored: Sequence[repository.Stored], hits: Sequence[Hit]) -> list[machine.Click]:
+def _clicks(
+    stored: Sequence[repository.StoredClick], hits: Sequence[Hit]
+) -> list[machine.Click]:
     clicks = [
-        machine.Click(str(s.data.get("hit_id") or f"stored-{i}"), s.message_id, s.at, index)
+        machine.Click(s.hit_id or f"stored-{i}", s.message_id, s.at, s.link_index)
         for i, s in enumerate(stored)
-        if s.type == names.CLICKED and isinstance(index := s.data.get("link_index"), int)
     ]
     clicks += [
         machine.Click(h.id, h.message_id, h.at, h.link_index)

@@ -43,6 +43,7 @@ class _Source:
     offset: int = 0
     eof: bool = False
     outstanding: int = 0  # hits read and not yet written
+    check: bool = False  # some of its hits may be stored already: skip those
     last_at: datetime | None = None  # of the last hit read
 
 
@@ -121,7 +122,7 @@ class Recorder:
         room = MAX_BACKLOG - len(self._sources)
         for segment in claim_leftovers(self.directory, max(room, 0)):
             log.info("tracking: draining %s, left by a process that stopped", segment.path.name)
-            self._sources.append(_Source(segment))
+            self._sources.append(_Source(segment, check=True))
 
     async def _seal(self) -> None:
         before = self.runtime.clock.now()
@@ -177,9 +178,15 @@ class Recorder:
             batch = ripe[start : start + BATCH]
             ids = {id(hit) for hit, _ in batch}
             later = [h for h, _ in self._pending if h.kind == CLICK and id(h) not in ids]
-            planned = await drain.plan(self.runtime, [h for h, _ in batch], later)
+            check = any(source.check for _, source in batch)
+            planned = await drain.plan(self.runtime, [h for h, _ in batch], later, check=check)
             if planned.changes:
-                await self.runtime.store.write(planned.changes)
+                try:
+                    await self.runtime.store.write(planned.changes)
+                except BaseException:  # written or not: check what is pending next time
+                    for source in self._sources:
+                        source.check = True
+                    raise
             self.recorded += planned.recorded
             self._pending = [p for p in self._pending if id(p[0]) not in ids]
             for _, source in batch:

@@ -26,74 +26,98 @@ def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
         yield wanted[start : start + _CHUNK]
 
 
-async def accounts_of(session: AsyncSession, message_ids: Iterable[str]) -> dict[str, str]:
-    """The account of each message that exists (a message id -> its account id)."""
-    found: dict[str, str] = {}
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What a drain needs to know of one message."""
+
+    account_id: str
+    sent_at: datetime | None  # its first `sent` event
+    first_open: bool  # it has its first human open already
+    first_click: bool
+
+
+def _event(message_id: Any, type_: str) -> sa.ColumnElement[bool]:
+    return sa.and_(MessageEvent.message_id == message_id, MessageEvent.type == type_)
+
+
+def _has_first(type_: str) -> sa.Exists:
+    first = MessageEvent.data["first"].as_boolean().is_(True)
+    return sa.exists().where(_event(Message.id, type_), first)
+
+
+_SENT_AT = (
+    sa.select(sa.func.min(MessageEvent.created_at))
+    .where(_event(Message.id, names.SENT))
+    .scalar_subquery()
+)
+
+
+async def known(session: AsyncSession, message_ids: Iterable[str]) -> dict[str, Known]:
+    """The messages that exist among ``message_ids``, each with its account, when it was
+    sent and whether it had its first human open and click (one query per chunk)."""
+    found: dict[str, Known] = {}
     for chunk in _chunks(message_ids):
-        stmt = sa.select(Message.id, Message.account_id).where(Message.id.in_(chunk))
-        found.update((m, a) for m, a in (await session.execute(stmt)).all())
+        stmt = sa.select(
+            Message.id,
+            Message.account_id,
+            _SENT_AT,
+            _has_first(names.OPENED),
+            _has_first(names.CLICKED),
+        ).where(Message.id.in_(chunk))
+        for message_id, account_id, sent_at, opened, clicked in await session.execute(stmt):
+            sent = None if sent_at is None else as_utc(sent_at)
+            found[message_id] = Known(account_id, sent, bool(opened), bool(clicked))
     return found
 
 
-async def sent_times(session: AsyncSession, message_ids: Iterable[str]) -> dict[str, datetime]:
-    """When each message was first recorded `sent` (messages never sent are absent)."""
-    found: dict[str, datetime] = {}
+def _between(
+    chunk: list[str], types: tuple[str, ...], since: datetime, until: datetime
+) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        MessageEvent.message_id.in_(chunk),
+        MessageEvent.type.in_(types),
+        MessageEvent.created_at >= since,
+        MessageEvent.created_at <= until,
+    )
+
+
+_HIT_ID = MessageEvent.data["hit_id"].as_string()
+
+
+async def hit_ids_between(
+    session: AsyncSession, message_ids: Iterable[str], since: datetime, until: datetime
+) -> set[str]:
+    """The hit ids of the messages' `opened` and `clicked` events in [since, until]."""
+    found: set[str] = set()
     for chunk in _chunks(message_ids):
-        stmt = (
-            sa.select(MessageEvent.message_id, sa.func.min(MessageEvent.created_at))
-            .where(MessageEvent.message_id.in_(chunk), MessageEvent.type == names.SENT)
-            .group_by(MessageEvent.message_id)
-        )
-        for message_id, at in (await session.execute(stmt)).all():
-            if message_id is not None:
-                found[message_id] = as_utc(at)
+        stmt = sa.select(_HIT_ID).where(_between(chunk, ENGAGEMENT, since, until))
+        found.update(h for (h,) in await session.execute(stmt) if h)
     return found
 
 
 @dataclass(frozen=True, slots=True)
-class Stored:
-    """An `opened` or `clicked` event stored already."""
-
+class StoredClick:
     message_id: str
-    type: str
     at: datetime
-    data: dict[str, Any]
+    link_index: int
+    hit_id: str | None
 
 
-async def engagement_between(
+async def clicks_between(
     session: AsyncSession, message_ids: Iterable[str], since: datetime, until: datetime
-) -> list[Stored]:
-    """The `opened` and `clicked` events of the messages that happened in [since, until]."""
-    found: list[Stored] = []
+) -> list[StoredClick]:
+    """The messages' `clicked` events in [since, until]."""
+    found: list[StoredClick] = []
     for chunk in _chunks(message_ids):
         stmt = sa.select(
-            MessageEvent.message_id, MessageEvent.type, MessageEvent.created_at, MessageEvent.data
-        ).where(
-            MessageEvent.message_id.in_(chunk),
-            MessageEvent.type.in_(ENGAGEMENT),
-            MessageEvent.created_at >= since,
-            MessageEvent.created_at <= until,
-        )
-        for message_id, type_, at, data in (await session.execute(stmt)).all():
-            if message_id is not None:
-                found.append(Stored(message_id, type_, as_utc(at), data or {}))
-    return found
-
-
-async def firsts(session: AsyncSession, message_ids: Iterable[str]) -> set[tuple[str, str]]:
-    """(message id, event type) of the messages' stored first human open and click."""
-    found: set[tuple[str, str]] = set()
-    for chunk in _chunks(message_ids):
-        stmt = (
-            sa.select(MessageEvent.message_id, MessageEvent.type)
-            .where(
-                MessageEvent.message_id.in_(chunk),
-                MessageEvent.type.in_(ENGAGEMENT),
-                MessageEvent.data["first"].as_boolean().is_(True),
-            )
-            .distinct()
-        )
-        found.update((m, t) for m, t in (await session.execute(stmt)).all() if m is not None)
+            MessageEvent.message_id,
+            MessageEvent.created_at,
+            MessageEvent.data["link_index"].as_integer(),
+            _HIT_ID,
+        ).where(_between(chunk, (names.CLICKED,), since, until))
+        for message_id, at, index, hit_id in await session.execute(stmt):
+            if message_id is not None and index is not None:
+                found.append(StoredClick(message_id, as_utc(at), index, hit_id))
     return found
 
 

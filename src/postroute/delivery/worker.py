@@ -50,7 +50,8 @@ class Worker:
         self._finished: list[InFlight] = []
         self._recording = 0  # finished messages in the transaction being written
         self._wake = asyncio.Event()
-        self._reported = asyncio.Event()
+        self._reported = asyncio.Event()  # a message finished: there is something to write
+        self._changed = asyncio.Event()  # finished, written or released: for _settle
         self._stopping = False
 
     @property
@@ -86,9 +87,12 @@ class Worker:
                         await asyncio.wait_for(self._wake.wait(), self._poll)
         finally:
             await Rechecker.stop(recheck)
-            recorder_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recorder_task
+            # Never cancelled in the middle of a write: a batch whose write was cut off
+            # would be neither written nor waiting (stop() would wait out its grace, and
+            # then release as "may have been sent" what was sent). It ends after its write.
+            self._stopping = True
+            self._reported.set()
+            await recorder_task
 
     async def drain(self) -> None:
         """Process everything due now (and what becomes due meanwhile), then return."""
@@ -160,13 +164,19 @@ class Worker:
         had_room = self._room()
         self._finished.append(fl)
         self._reported.set()
+        self._changed.set()
         if not had_room and self._room():  # half the senders' work is done: claim more
             self._wake.set()  # (once, when room opens; not on every finished message)
 
     async def _settle(self) -> None:
+        """Until every claimed message is written or released (the recorder task may be
+        writing some meanwhile: each write takes its own batch)."""
         while self._inflight:
-            await self._reported.wait()
-            await self._flush()
+            self._changed.clear()
+            if self._finished:
+                await self._flush()
+            elif self._inflight:
+                await self._changed.wait()
 
     def _sending(self) -> int:
         """Claimed messages whose tries are not over (queued at a sender, or being sent)."""
@@ -185,8 +195,12 @@ class Worker:
         return self._free() >= self.capacity - self.capacity // 2
 
     async def _record_forever(self) -> None:
-        while True:
+        """Write finished messages in batches, until the worker stops (stop() writes the
+        rest)."""
+        while not self._stopping:
             await self._reported.wait()
+            if self._stopping:
+                return
             if len(self._finished) < self.capacity // 2:  # gather: fewer, larger writes
                 await asyncio.sleep(self._record_delay)
             try:
@@ -204,9 +218,10 @@ class Worker:
         rows = self.dispatcher.rows_of(batch)
         try:
             written = await recorder.write(self.rt, self.owner, self.health, rows)
-        except Exception:
-            self._finished = batch + self._finished  # keep them; the leases still hold
+        except BaseException:  # (cancelled too) keep them; the leases still hold
+            self._finished = batch + self._finished
             self._reported.set()
+            self._changed.set()
             raise
         finally:
             self._recording -= len(batch)
@@ -214,6 +229,7 @@ class Worker:
             self.health.written(pool_id, when)
         for fl in batch:
             self._inflight.pop(fl.claimed.message_id, None)
+        self._changed.set()
         if self._room():
             self._wake.set()
 
@@ -234,3 +250,4 @@ class Worker:
             await repo.release(session, self.owner, ids, self.rt.clock.now(), cut_off=cut_off)
         for message_id in ids:
             self._inflight.pop(message_id, None)
+        self._changed.set()

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -148,6 +149,12 @@ def hit(port: int, todo: list[str], connections: int, procs: int, timeout: float
             "rate": round(ok / (t_end - t0), 1), "t_end": t_end}  # fmt: skip
 
 
+def load_cpu() -> float:
+    """CPU seconds of the reaped children: the load generators, once joined."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def events(db: Path) -> int:
     with sqlite3.connect(db, timeout=30) as conn:
         (n,) = conn.execute(
@@ -174,15 +181,16 @@ def one_run(args: argparse.Namespace, sink: Sink, run: int) -> dict[str, Any]:
             todo = paths(kind, ids, args.count)
             if args.profile:  # py-spy on serve while it answers (not while it drains)
                 pr.start_profiles(args.profile, f"run{run}-{kind}", gil=True, only="serve")
-            cpu0, busy0 = pr.cpu(), machine_busy_seconds()
+            cpu0, busy0, load0 = pr.cpu(), machine_busy_seconds(), load_cpu()
             phase = hit(pr.port, todo, args.connections, args.procs, args.timeout)
-            cpu1, busy1 = pr.cpu(), machine_busy_seconds()
+            cpu1, busy1, load1 = pr.cpu(), machine_busy_seconds(), load_cpu()
             pr.stop_profiles()
             expected += phase["ok"]
             window = phase["seconds"]
             serve_cpu = cpu1.get("serve", 0) - cpu0.get("serve", 0)
             phase["serve_cpu_pct"] = round(100 * serve_cpu / window, 1)
             phase["machine_cpu_pct"] = round(100 * (busy1 - busy0) / window, 1)
+            phase["load_cpu_pct"] = round(100 * (load1 - load0) / window, 1)
             t_end = phase.pop("t_end")
             while events(db) < expected and time.monotonic() < t_end + args.timeout:
                 time.sleep(0.05)
@@ -222,7 +230,8 @@ def main() -> None:
                 p = r[kind]
                 print(f"run {run} {kind}: {p['rate']}/s ({p['ok']} in {p['seconds']} s) | "
                       f"recorded {p['recorded']}/{p['ok']} {p['recorded_s']} s after the last "
-                      f"answer | serve cpu {p['serve_cpu_pct']}% machine {p['machine_cpu_pct']}%",
+                      f"answer | cpu serve {p['serve_cpu_pct']}% load {p['load_cpu_pct']}% "
+                      f"machine {p['machine_cpu_pct']}%",
                       flush=True)  # fmt: skip
             print(json.dumps(r), flush=True)
     finally:

@@ -130,9 +130,14 @@ class Recorder:
         if segment is not None:
             self._sources.append(_Source(segment))
         if self.journal.pending() == 0:  # every hit made before `before` was sealed
-            self._horizon = before
-        elif segment is not None:
-            self._horizon = segment.horizon
+            self._advance(before)
+        elif segment is not None and segment.horizon is not None:
+            self._advance(segment.horizon)
+
+    def _advance(self, horizon: datetime) -> None:
+        """Never back: a clock set back would hold clicks until it caught up."""
+        if self._horizon is None or horizon > self._horizon:
+            self._horizon = horizon
 
     def _read(self) -> bool:
         """Read segments into the pending hits, oldest first, up to ``READ_AHEAD``;

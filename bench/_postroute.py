@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 
 import httpx
+from _domain import SigningDomain, allow_unverified
 from _proc import LOOPBACK, Child, child_pids, cpu_seconds, free_port, peak_rss_mb, wait_port
 
 POSTROUTE = Path(sys.executable).with_name("postroute")
 STARTUP_TIMEOUT = 60.0
+INIT_ACCOUNT = "default"  # the account `postroute init` makes without --account-name
 
 
 def postroute_env(data_dir: Path, http_port: int, extra: list[str]) -> dict[str, str]:
@@ -51,18 +53,27 @@ def run_cli(env: dict[str, str], workdir: Path, *argv: str) -> str:
 
 
 class Postroute:
-    """``postroute init`` + ``serve`` (or ``api`` and ``worker``) in ``workdir``."""
+    """``postroute init`` + ``serve`` (or ``api`` and ``worker``) in ``workdir``. Without
+    ``signing`` the account may send from any domain (unsigned, as before sending domains);
+    with it, it keeps the verified-domain rule and :meth:`add_domain` verifies its domain."""
 
-    def __init__(self, workdir: Path, split: bool, extra_env: list[str]) -> None:
+    def __init__(
+        self, workdir: Path, split: bool, extra_env: list[str],
+        signing: SigningDomain | None = None,
+    ) -> None:  # fmt: skip
         if not POSTROUTE.exists():
             raise SystemExit(f"{POSTROUTE} not found: run with the project's venv python")
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
-        self.env = postroute_env(workdir / "data", self.port, extra_env)
+        dns = [f"{k}={v}" for k, v in signing.env.items()] if signing else []
+        self.env = postroute_env(workdir / "data", self.port, [*dns, *extra_env])
         init = run_cli(self.env, workdir, "init", "--json")
         self.api_key = json.loads(init.strip().splitlines()[-1])["api_key"]
         self.headers = {"Authorization": f"Bearer {self.api_key}"}
+        self.signing = signing
+        if signing is None:
+            allow_unverified(POSTROUTE, self.env, workdir, INIT_ACCOUNT)
         self.children: list[Child] = []
         self._seen: dict[str, int] = {}
         self.profilers: list[Child] = []
@@ -96,6 +107,10 @@ class Postroute:
         if reply.status_code != 201:
             raise SystemExit(f"creating the pool failed: {reply.status_code} {reply.text}")
         return str(reply.json()["id"])
+
+    def add_domain(self) -> str:
+        """With ``signing``: the load's From domain added over the API and verified."""
+        return self.signing.add_over_api(self.url, self.headers) if self.signing else "unsigned"
 
     def mime_bytes(self, message_id: str) -> int | None:
         url = f"{self.url}/v1/messages/{message_id}/raw"

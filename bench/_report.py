@@ -76,7 +76,8 @@ def summary(r: dict[str, Any]) -> str:
     cpu = " ".join(f"{k}={v}s" for k, v in r["cpu_s"].items())
     rss = " ".join(f"{k}={v}MB" for k, v in r["peak_rss_mb"].items())
     return (
-        f"run {r['run']} {r['mode']} N={r['count']} size={r['size']} (mime {r['mime_bytes']} B)"
+        f"run {r['run']} {r['mode']}{' dkim' if r.get('dkim') else ''} N={r['count']}"
+        f" size={r['size']} (mime {r['mime_bytes']} B)"
         f" | accepted {r['accept_rate']}/s in {r['accept_s']} s"
         f" | delivered {r['deliver_rate']}/s in {r['deliver_s']} s"
         f" | cpu {cpu} ({r['cpu_ms_per_msg']} ms/msg) | peak rss {rss}"

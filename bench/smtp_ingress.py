@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/smtp_ingress.py --persist --count 10000 --size 2048 --runs 3
         [--split] [--with-postfix [--interleave]] [--max-connections 8] [--env POSTROUTE_X=V]
-        [--profile DIR [--profile-gil]] [--print-only]
+        [--dkim] [--profile DIR [--profile-gil]] [--print-only]
     .venv/bin/python bench/smtp_ingress.py --smtp-only --persist --count 10000 --runs 3
 
 Prepares a fresh Postroute data dir (SQLite): ``postroute init --json``, an IP credential
@@ -22,6 +22,12 @@ table of the medians ends the output, then the CPU time of each Postroute proces
 measured message (``smtp``, ``worker``, ``serve``: from the end of the warm-up to the
 last delivery).
 ``--print-only`` prints the environment and the anchor command instead.
+
+The account may send from an unverified domain (unsigned, the client's ``MAIL FROM`` kept),
+unless ``--dkim``: then smtp-source's From domain is added with ``postroute domains add``,
+its records are published on a DNS server of the benchmark's own (``POSTROUTE_DNS_RESOLVERS``
+for every Postroute process) and verified with ``postroute domains verify``, so each message
+is DKIM-signed (RSA-2048) and relayed with a VERP envelope sender (see bench/_domain.py).
 
 ``--smtp-only`` measures the SMTP process alone, without the anchor: ``postroute smtp``
 and no worker (messages stay queued), smtp-source as above, so the process is
@@ -54,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _domain import FROM_DOMAIN, SigningDomain, allow_unverified
 from _postroute import POSTROUTE, STARTUP_TIMEOUT, postroute_env, run_cli
 from _proc import CLK_TCK, LOOPBACK, Child, free_port, machine_busy_seconds, wait_port
 
@@ -66,12 +73,19 @@ RAISED_LIMITS = [
 ]
 
 
-def prepare(args: argparse.Namespace, workdir: Path) -> dict[str, str]:
-    """Data dir, account + key, IP credential, pool. Returns Postroute's environment."""
-    extra = [*RAISED_LIMITS, f"POSTROUTE_SMTP_BIND={LOOPBACK}:{args.port}", *args.env]
+def prepare(args: argparse.Namespace, workdir: Path, signing: SigningDomain | None
+            ) -> dict[str, str]:  # fmt: skip
+    """Data dir, account + key, IP credential, pool, and the From domain's rule (verified
+    with ``signing``, else not required). Returns Postroute's environment."""
+    dns = [f"{k}={v}" for k, v in signing.env.items()] if signing else []
+    extra = [*RAISED_LIMITS, f"POSTROUTE_SMTP_BIND={LOOPBACK}:{args.port}", *dns, *args.env]
     env = postroute_env(workdir / "data", free_port(), extra)
     out = run_cli(env, workdir, "init", "--json", "--account-name", args.account)
     json.loads(out.strip().splitlines()[-1])  # the key is not needed: no AUTH from 127.0.0.1
+    if signing:
+        print("# " + signing.add_over_cli(POSTROUTE, env, workdir, args.account), flush=True)
+    else:
+        allow_unverified(POSTROUTE, env, workdir, args.account)
     run_cli(env, workdir, "ip-credentials", "add", f"{LOOPBACK}/32", "--account", args.account,
             "--description", "smtp-source")  # fmt: skip
     run_cli(env, workdir, "pools", "add", "--account", args.account, "--name", "bench-sink",
@@ -90,7 +104,7 @@ def start_cmd(split: bool) -> str:
 def load_cmd(args: argparse.Namespace) -> str:
     """The anchor's smtp-source command (lib/anchor.py) with a Subject header."""
     cmd = ["smtp-source", "-s", "{sessions}", "-m", "{count}", "-l", "{size}", "-M",
-           "bench.test", "-f", "sender@bench.test", "-t", "rcpt@bench.test", "-S",
+           FROM_DOMAIN, "-f", f"sender@{FROM_DOMAIN}", "-t", "rcpt@bench.test", "-S",
            shlex.quote(SUBJECT)]  # fmt: skip
     return " ".join([*cmd, *(["-d"] if args.persist else []), "{host}:{port}"])
 
@@ -414,6 +428,8 @@ def parse_args() -> argparse.Namespace:
     add("--label", help="label of the Postroute rows (default: postroute-serve|-split)")
     add("--wait-idle", action="append", default=[], metavar="PATTERN",
         help="wait (<= 20 min) before measuring while `pgrep -f PATTERN` matches")  # fmt: skip
+    add("--dkim", action="store_true",
+        help="a verified From domain: DKIM-signed (RSA-2048), VERP return path")  # fmt: skip
     add("--profile", metavar="DIR", help="py-spy each Postroute process after the warm-up")
     add("--profile-gil", action="store_true", help="only samples holding the GIL")
     add("--print-only", action="store_true", help="prepare, print the commands, do not run")
@@ -430,7 +446,7 @@ def parse_args() -> argparse.Namespace:
     args.port = args.port or free_port()
     args.cpu_reports = []
     args.name = "smtp-only" if args.smtp_only else "split" if args.split else "serve"
-    args.label = args.label or f"postroute-{args.name}"
+    args.label = args.label or f"postroute-{args.name}" + ("-dkim" if args.dkim else "")
     args.label += f" [smtp-source -s{args.sessions} {'-d' if args.persist else 'conn/msg'}]"
     return args
 
@@ -442,8 +458,9 @@ def main() -> None:
     logdir = workdir / "logs"
     out = args.out or workdir / "results.jsonl"
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    signing = SigningDomain() if args.dkim else None  # answers for the whole invocation
     try:
-        env = prepare(args, workdir)
+        env = prepare(args, workdir, signing)
         env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
         env.update(PROJECT_PORT=str(args.port), PROJECT_START_CMD=start_cmd(args.split),
                    SINK_PORT=str(args.sink_port), BENCH_OUT=str(out),
@@ -480,6 +497,8 @@ def main() -> None:
             print(f"# the anchor exited with {rc}; logs in {logdir}", flush=True)
             args.keep = True
     finally:
+        if signing is not None:
+            signing.stop()
         if args.keep:
             print(f"# kept {workdir}", file=sys.stderr)
         else:

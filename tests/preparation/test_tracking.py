@@ -135,13 +135,27 @@ def test_with_tracking_off_the_content_is_the_same_object_of_bytes() -> None:
     assert prepare(outgoing(content), None).data.endswith(content)  # no links: no tracking
 
 
+def test_markup_inside_text_elements_and_comments_is_no_link() -> None:
+    text_only = (
+        '<title><a href="https://t.example/"></title><style>a[href="x"]{}</style>'
+        "<script>document.write(\"<a href='https://s.example/'>\")</script>"
+        '<textarea><a href="https://ta.example/"></textarea><!-- <a href="https://c.example/"> -->'
+        '<!--> <a href="https://shop.example/a">a</a> <!-- x --!> <a href="https://shop.example/b">'
+    )
+    html = page(text_only + '<p title="1 > 0"><a href=https://shop.example/c>c</a></p>')
+    expected = (
+        html.replace("https://shop.example/a", click(0, "https://shop.example/a"))
+        .replace("https://shop.example/b", click(1, "https://shop.example/b"))
+        .replace("https://shop.example/c", f'"{click(2, "https://shop.example/c")}"')
+    )
+    assert relayed(single(html.encode()), opens=False) == single(expected.encode())
+
+
 def test_links_the_two_readers_see_differently_leave_the_part_untracked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # the tokenizer sees a link inside <title>, a browser (and Lexbor) reads text there
-    html = page(
-        '<a href="https://shop.example/">x</a>', head='<title><a href="https://t.example/"></title>'
-    )
+    # a browser keeps <template> content out of the document; the tokenizer sees a link
+    html = page('<template><a href="https://t.example/">t</a></template><a href="https://x/">x</a>')
     with caplog.at_level(logging.DEBUG, logger="postroute.preparation"):
         assert relayed(single(html.encode())) == single(html.encode())
     assert "left untracked" in caplog.text

@@ -64,12 +64,12 @@ class DkimKey:
 
 
 @dataclass(frozen=True)
-class _Content:
-    """What a content shares with every recipient: its body hash, its header fields in
-    canonical form (name -> lines, in order), and where its body starts."""
+class _Fields:
+    """A content's header fields in canonical form (name -> lines, in order), and the
+    header block they were read from."""
 
-    body_hash: str
-    fields: dict[str, list[bytes]]
+    block: bytes
+    by_name: dict[str, list[bytes]]
 
 
 def sign(
@@ -79,16 +79,28 @@ def sign(
     *,
     content_key: str | None = None,
     cache: Cache | None = None,
+    own_body: bool = False,
 ) -> bytes:
     """The ``DKIM-Signature`` header lines (one per key, CRLF ends) for the message
-    ``head + content``: ``head`` are header lines put in front of ``content``."""
+    ``head + content``: ``head`` are header lines put in front of ``content``.
+    ``own_body``: this recipient's body is not the content's (tracked links): its hash
+    is made for it alone; the header fields are kept per content all the same (when
+    their bytes are those kept)."""
     if not keys:
         return b""
-    shared = (cache or Cache()).get("dkim", content_key, lambda: _read(content))
+    cache = cache or Cache()
+    block, body = _split(content)
+    shared = cache.get("dkim-head", content_key, lambda: _read_fields(block))
+    if shared.block != block:
+        shared = _read_fields(block)
+    if own_body:
+        body_hash = _body_hash(body)
+    else:
+        body_hash = cache.get("dkim-body", content_key, lambda: _body_hash(body))
     fields: dict[str, list[bytes]] = {}
     for name, line in _canonical_fields(head):
         fields.setdefault(name, []).append(line)
-    for name, lines in shared.fields.items():
+    for name, lines in shared.by_name.items():
         fields.setdefault(name, []).extend(lines)
     names: list[str] = []
     signed: list[bytes] = []
@@ -103,7 +115,7 @@ def sign(
     for key in keys:
         tags = (
             f"v=1; a={key.algorithm}; c=relaxed/relaxed; d={key.domain}; s={key.selector}; "
-            f"h={':'.join(names)}; bh={shared.body_hash}; b="
+            f"h={':'.join(names)}; bh={body_hash}; b="
         )
         data = b"".join(line + b"\r\n" for line in signed) + b"dkim-signature:" + tags.encode()
         b = base64.b64encode(_signature(key.private, data)).decode()
@@ -125,19 +137,24 @@ def _fold(tags: str, b: str) -> str:
     return lines[0] + "\r\n\t".join(pieces) + "\r\n"
 
 
-def _read(content: bytes) -> _Content:
+def _split(content: bytes) -> tuple[bytes, bytes]:
+    """The header block (with the line end of its last field) and the body."""
     end = content.find(b"\r\n\r\n")
-    crlf = end >= 0
-    if not crlf:
-        end = content.find(b"\n\n")
-    head, body = (
-        (content, b"") if end < 0 else (content[: end + 1], content[end + (4 if crlf else 2) :])
-    )
+    if end >= 0:
+        return content[: end + 2], content[end + 4 :]
+    end = content.find(b"\n\n")
+    return (content, b"") if end < 0 else (content[: end + 1], content[end + 2 :])
+
+
+def _read_fields(block: bytes) -> _Fields:
     fields: dict[str, list[bytes]] = {}
-    for name, line in _canonical_fields(head):
+    for name, line in _canonical_fields(block):
         fields.setdefault(name, []).append(line)
-    digest = hashlib.sha256(canonical_body(body)).digest()
-    return _Content(base64.b64encode(digest).decode(), fields)
+    return _Fields(block, fields)
+
+
+def _body_hash(body: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(canonical_body(body)).digest()).decode()
 
 
 def _canonical_fields(head: bytes) -> list[tuple[str, bytes]]:
@@ -158,7 +175,9 @@ def canonical_body(body: bytes) -> bytes:
     """The relaxed canonical body (RFC 6376 3.4.4): white space runs as one space, none at
     line ends, no empty lines at the end, CRLF line ends. On the whole body at once (C
     speed: a body hashed per recipient costs little); line by line it is the same."""
-    text = _WSP.sub(b" ", body.replace(b"\r\n", b"\n"))  # a run never spans a line break
+    text = body.replace(b"\r\n", b"\n")
+    if b"\t" in text or b"  " in text:  # else every run is one space already
+        text = _WSP.sub(b" ", text)  # a run never spans a line break
     text = text.replace(b" \n", b"\n")  # the one space a line may end with now
     if text.endswith(b" "):
         text = text[:-1]

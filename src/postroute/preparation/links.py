@@ -2,14 +2,14 @@
 values in the text as written (not as a parser would write it again).
 
 Two readers: selectolax (Lexbor, an HTML5 parser: what a browser sees, entities decoded
-as in an attribute) says which ``<a href>`` there are and what each value means; the
-standard library's tokenizer (``html.parser``) says where each start tag is, and a
-scan of that tag's text (the HTML5 attribute states) where its ``href`` value is. The
-two must agree, link by link (Lexbor may repeat a link that misnested markup made it
-clone), on every value, decoded as the HTML5 tokenizer decodes attribute values; when
-they do not, :class:`Disagree` is raised and the caller leaves the part as it is.
-Comments are nobody's links: a link inside ``<!--[if mso]>...<![endif]-->`` stays as
-written, for both readers.
+as in an attribute) says which ``<a href>`` there are and what each value means; a
+tokenizer (:mod:`.tags`) says where each ``<a>`` start tag is, and a scan of that tag's
+text (the HTML5 attribute states) where its ``href`` value is. The two must agree, link
+by link (Lexbor may repeat a link that misnested markup made it clone), on every value,
+decoded as the HTML5 tokenizer decodes attribute values; when they do not,
+:class:`Disagree` is raised and the caller leaves the part as it is. Comments are
+nobody's links: a link inside ``<!--[if mso]>...<![endif]-->`` stays as written, for
+both readers.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from html.entities import html5
-from html.parser import HTMLParser
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 from selectolax.lexbor import LexborHTMLParser
+
+from postroute.preparation import tags as html_tags
 
 NOTRACK = "data-pr-notrack"
 _SPACE = " \t\n\r\f"
 _URL_SPACE = str.maketrans("", "", "\t\n\r")  # what a URL parser removes inside a URL
-_TRACKED = ("http", "https")
 _LONGEST_ENTITY = max(len(name) for name in html5)
 _DECIMAL = frozenset("0123456789")
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -55,10 +55,10 @@ def find(text: str) -> Found:
     seen = [_value(n.attributes) for n in tree.css("a") if "href" in n.attributes]
     base = next((_value(n.attributes) for n in tree.css("base") if "href" in n.attributes), "")
     base = _clean(base)
-    if urlsplit(base).scheme.lower() not in _TRACKED:
+    if not _web(base):
         base = ""
-    tags = _Tags(text)
-    anchors = tags.anchors()
+    found = html_tags.scan(text)
+    anchors = [a for a in (_href(text, start, end) for start, end in found.anchors) if a]
     _agree(seen, [value for value, _, _, _ in anchors])
     links = []
     for value, start, end, attributes in anchors:
@@ -66,20 +66,29 @@ def find(text: str) -> Found:
         if NOTRACK in attributes or not url or url.startswith("#"):
             continue
         url = urljoin(base, url) if base else url
-        parts = urlsplit(url)
-        if parts.scheme.lower() in _TRACKED and parts.netloc:
+        if _web(url):
             links.append(Link(start, end, url, text[start - 1 : start] in ("'", '"')))
-    return Found(links, tags.body_end if tags.body_end is not None else len(text))
+    return Found(links, found.body_end if found.body_end is not None else len(text))
 
 
 def _value(attributes: dict[str, str | None]) -> str:
     return attributes.get("href") or ""
 
 
+def _web(url: str) -> bool:
+    """An absolute http(s) URL with a host."""
+    head = url[:8].lower()
+    start = 8 if head.startswith("https://") else 7 if head.startswith("http://") else 0
+    return start > 0 and url[start : start + 1] not in ("", "/", "?", "#")
+
+
 def _clean(value: str) -> str:
     """A URL as a browser reads an attribute's value: no white space around it, no tab or
     line break inside."""
-    return value.strip(_SPACE).translate(_URL_SPACE)
+    value = value.strip(_SPACE)
+    if "\t" in value or "\n" in value or "\r" in value:
+        value = value.translate(_URL_SPACE)
+    return value
 
 
 def _agree(seen: list[str], written: list[str]) -> None:
@@ -95,48 +104,20 @@ def _agree(seen: list[str], written: list[str]) -> None:
         raise Disagree(f"the parser sees {j} links, the tokenizer {len(written)}")
 
 
-class _Tags(HTMLParser):
-    """The tokenizer's start tags of ``<a>`` with an ``href``, and the last ``</body>``."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self._text = text
-        self._lines = [0]
-        at = text.find("\n")
-        while at >= 0:
-            self._lines.append(at + 1)
-            at = text.find("\n", at + 1)
-        self._anchors: list[tuple[str, int, int, set[str]]] = []
-        self.body_end: int | None = None
-
-    def anchors(self) -> list[tuple[str, int, int, set[str]]]:
-        """(decoded value, start, end, attribute names) of each ``<a href>``."""
-        self.feed(self._text)
-        self.close()
-        return self._anchors
-
-    def _offset(self) -> int:
-        line, column = self.getpos()
-        return self._lines[line - 1] + column
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag != "a":
-            return
-        raw = self.get_starttag_text() or ""
-        at = self._offset()
-        if self._text[at : at + len(raw)] != raw:
-            raise Disagree("a start tag is not where the tokenizer says")
-        spans = attribute_spans(raw)
-        href = next((s for s in spans if s[0] == "href"), None)
-        if href is None:
-            return
-        _, start, end = href
-        value = decode_attribute(raw[start:end])
-        self._anchors.append((value, at + start, at + end, {s[0] for s in spans}))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "body":
-            self.body_end = self._offset()
+def _href(text: str, start: int, end: int) -> tuple[str, int, int, set[str]] | None:
+    """(decoded value, start, end, attribute names) of the ``href`` of the start tag
+    ``text[start:end]``; None when it has none."""
+    spans = attribute_spans(text[start:end])
+    href = next((s for s in spans if s[0] == "href"), None)
+    if href is None:
+        return None
+    _, a, b = href
+    return (
+        decode_attribute(text[start + a : start + b]),
+        start + a,
+        start + b,
+        {s[0] for s in spans},
+    )
 
 
 def attribute_spans(tag: str) -> list[tuple[str, int, int]]:
@@ -205,10 +186,7 @@ def decode_attribute(raw: str) -> str:
             out.append(html.unescape(raw[amp:k]))  # the HTML5 rules for odd numbers
             i = k
             continue
-        name = next(
-            (raw[i : i + n] for n in range(_LONGEST_ENTITY, 0, -1) if raw[i : i + n] in html5),
-            None,
-        )
+        name = _entity(raw, i)
         after = raw[i + len(name) : i + len(name) + 1] if name else ""
         historical = after == "=" or (after.isascii() and after.isalnum())
         if name is None or (not name.endswith(";") and historical):
@@ -218,3 +196,17 @@ def decode_attribute(raw: str) -> str:
         i += len(name)
     out.append(raw[i:])
     return "".join(out)
+
+
+def _entity(raw: str, i: int) -> str | None:
+    """The longest entity name (with its ``;`` when it has one) at ``raw[i:]``."""
+    end = i
+    limit = min(len(raw), i + _LONGEST_ENTITY)
+    while end < limit and raw[end].isascii() and raw[end].isalnum():
+        end += 1
+    if raw.startswith(";", end):
+        end += 1
+    for stop in range(end, i, -1):
+        if raw[i:stop] in html5:
+            return raw[i:stop]
+    return None

@@ -17,6 +17,7 @@ from email.parser import BytesHeaderParser
 
 MAX_DEPTH = 20  # nested multiparts followed; deeper ones are left whole
 _PARSER = BytesHeaderParser(policy=policy.compat32)
+_WANTED = frozenset({"content-type", "content-disposition", "content-transfer-encoding"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,32 +82,96 @@ def _entity(
     content: bytes, start: int, end: int, default: str, depth: int, out: list[Leaf]
 ) -> None:
     head_end, body_start = _split(content, start, end)
-    headers: Message = _PARSER.parsebytes(content[start:head_end])
-    if "content-type" not in headers:
-        headers.set_default_type(default)
-    ctype = headers.get_content_type()
-    boundary = headers.get_boundary()
-    if ctype.startswith("multipart/") and boundary and depth < MAX_DEPTH:
-        child = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
-        for a, b in _parts(content, body_start, end, boundary.encode("utf-8", "replace")):
+    fields = _fields(content, start, head_end)
+    head = _read(content, fields, default) or _read_slowly(content[start:head_end], default)
+    if head.ctype.startswith("multipart/") and head.boundary and depth < MAX_DEPTH:
+        child = "message/rfc822" if head.ctype == "multipart/digest" else "text/plain"
+        for a, b in _parts(content, body_start, end, head.boundary.encode("utf-8", "replace")):
             _entity(content, a, b, child, depth + 1, out)
         return
-    fields = _fields(content, start, head_end)
     cte = [(a, b) for name, a, b in fields if name == "content-transfer-encoding"]
-    encoding = str(headers.get("content-transfer-encoding", "7bit")).strip().lower()
     first_break = content.find(b"\n", start, max(head_end, body_start))
     crlf = first_break > 0 and content[first_break - 1 : first_break] == b"\r"
     out.append(
         Leaf(
             head=(start, head_end),
             body=(body_start, end),
-            content_type=ctype,
-            charset=headers.get_content_charset(),
-            encoding=encoding if len(cte) <= 1 else "",  # two: which one? (untracked)
+            content_type=head.ctype,
+            charset=head.charset,
+            encoding=head.encoding if len(cte) <= 1 else "",  # two: which one? (untracked)
             encoding_field=cte[0] if cte else None,
-            attachment=headers.get_content_disposition() == "attachment",
+            attachment=head.disposition == "attachment",
             linesep=b"\r\n" if crlf or first_break < 0 else b"\n",
         )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    ctype: str
+    boundary: str | None
+    charset: str | None
+    disposition: str | None
+    encoding: str
+
+
+def _read(content: bytes, fields: list[tuple[str, int, int]], default: str) -> _Head | None:
+    """The part's MIME fields, read without the ``email`` package when they are plain
+    (no comment, no RFC 2231 parameter, no quoted pair); None otherwise."""
+    values: dict[str, str] = {}
+    for name, a, b in fields:
+        if name in _WANTED and name not in values:  # the first one, as ``email`` reads
+            raw = content[a:b].partition(b":")[2].decode("ascii", "replace")
+            values[name] = raw.replace("\r", "").replace("\n", "").strip()  # unfolded
+    ctype = _params(values.get("content-type", default))
+    disposition = _params(values.get("content-disposition", ""))
+    if ctype is None or disposition is None:
+        return None
+    main, params = ctype
+    boundary = params.get("boundary")
+    charset = params.get("charset")
+    return _Head(
+        main if main.count("/") == 1 else "text/plain",
+        boundary.rstrip() if boundary is not None else None,
+        charset.lower() if charset else None,
+        disposition[0] or None,
+        values.get("content-transfer-encoding", "7bit").strip().lower(),
+    )
+
+
+def _params(value: str) -> tuple[str, dict[str, str]] | None:
+    """``type; name=value; name="value"`` as (lower-case type, parameters)."""
+    if "(" in value or "*" in value or "\\" in value or value.count('"') % 2:
+        return None
+    items = [""]
+    for k, piece in enumerate(value.split('"')):
+        if k % 2:  # inside quotes
+            items[-1] += '"' + piece + '"'
+        else:
+            first, *rest = piece.split(";")
+            items[-1] += first
+            items.extend(rest)
+    params: dict[str, str] = {}
+    for item in items[1:]:
+        name, equals, given = item.partition("=")
+        given = given.strip()
+        if len(given) >= 2 and given[0] == given[-1] == '"':
+            given = given[1:-1]
+        if equals:
+            params.setdefault(name.strip().lower(), given)
+    return items[0].strip().lower(), params
+
+
+def _read_slowly(block: bytes, default: str) -> _Head:
+    headers: Message = _PARSER.parsebytes(block)
+    if "content-type" not in headers:
+        headers.set_default_type(default)
+    return _Head(
+        headers.get_content_type(),
+        headers.get_boundary(),
+        headers.get_content_charset(),
+        headers.get_content_disposition(),
+        str(headers.get("content-transfer-encoding", "7bit")).strip().lower(),
     )
 
 

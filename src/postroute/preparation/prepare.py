@@ -87,7 +87,7 @@ def prepare(
         ("X-Postroute-Message-ID", outgoing.message_id),
         ("X-Postroute-Account-ID", outgoing.account_id),
     ]
-    content, key = outgoing.content, outgoing.content_id
+    content, key, own_body = outgoing.content, outgoing.content_id, False
     if links is not None:
         if outgoing.unsubscribe:
             fields += unsubscribe.headers(content, key, outgoing.message_id, links, cache)
@@ -100,13 +100,16 @@ def prepare(
             clicks=outgoing.track_clicks,
             cache=cache,
         )
-        if tracked is not None:  # a body of its own: nothing of it is kept for others
-            content, key = tracked, None
+        if tracked is not None:  # a body of its own: its hash is not kept for others
+            content, own_body = tracked, True
     head = header_block(fields, linesep)
     pool = header_block([(POOL_HEADER, pool_id)], linesep) if pool_id else b""
     if signing is not None:
         mail_from = signing.mail_from
-        head = dkim.sign(signing.keys, head, content, content_key=key, cache=cache) + head
+        signature = dkim.sign(
+            signing.keys, head, content, content_key=key, cache=cache, own_body=own_body
+        )
+        head = signature + head
     elif outgoing.mail_from is not None:
         mail_from = outgoing.mail_from
     else:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from postroute.delivery.repository import Claimed, Envelope
 from postroute.delivery.senders import Report
-from postroute.preparation import Outgoing, Prepared, Signing
+from postroute.preparation import Links, Outgoing, Prepared, Signing
 
 
 @dataclass
@@ -19,6 +19,7 @@ class InFlight:
     route_note: str | None = None
     reports: list[Report] = field(default_factory=list)
     signing: Signing | None = None  # a verified domain's: DKIM keys, VERP envelope sender
+    links: Links | None = None  # where its tracked URLs point (None: not tracked)
     prepared: Prepared | None = None  # once prepared for a pool (failover swaps the pool)
 
     @property
@@ -33,6 +34,9 @@ class InFlight:
             self.content,
             e.content_id,
             e.mail_from,
+            e.track_opens,
+            e.track_clicks,
+            e.unsubscribe,
         )
 
     def untried(self) -> list[str]:

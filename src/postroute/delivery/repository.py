@@ -84,6 +84,9 @@ class Envelope:
     message_id_header: str
     attempts: int  # attempts recorded; fewer than the claim's when a lease was lost
     mail_from: str | None  # the client's envelope sender (SMTP)
+    track_opens: bool = False
+    track_clicks: bool = False
+    unsubscribe: bool = False  # List-Unsubscribe headers
 
 
 async def load_envelopes(session: AsyncSession, ids: Sequence[str]) -> dict[str, Envelope]:
@@ -96,6 +99,9 @@ async def load_envelopes(session: AsyncSession, ids: Sequence[str]) -> dict[str,
         Message.message_id_header,
         Message.attempts,
         Message.mail_from,
+        Message.track_opens,
+        Message.track_clicks,
+        Message.unsubscribe,
     ).where(Message.id.in_(ids))
     return {r[0]: Envelope(*r) for r in (await session.execute(stmt)).all()}
 

@@ -2,20 +2,27 @@
 with its active DKIM keys and carry a VERP envelope sender on its return-path domain;
 a verified domain whose return path is not verified cannot send (its bounces would go
 nowhere Postroute hears of); any other domain leaves as it came (unsigned, the client's
-envelope sender or the From address)."""
+envelope sender or the From address).
+
+Tracked links and List-Unsubscribe URLs point to the domain's tracking host once its
+CNAME is verified (``https://track.example.com``, the scheme of ``POSTROUTE_PUBLIC_URL``),
+else to ``POSTROUTE_PUBLIC_URL``; the unsubscribe mailto is on the verified return-path
+domain (none without one)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from postroute.config import Settings
 from postroute.domains import keys as dkim_keys
 from postroute.domains import repository as repo
 from postroute.kit.crypto import SecretBox
 from postroute.models.domains import ACTIVE, FAILING, VERIFIED
-from postroute.preparation import Signing
+from postroute.preparation import Links, Signing, Tokens
 from postroute.preparation.dkim import DkimKey, PrivateKey
 
 RETURN_PATH_LOCAL = "bounces"
@@ -26,6 +33,7 @@ class SendingDomain:
     name: str
     return_path: str | None  # the return-path domain, when its records are verified
     keys: tuple[DkimKey, ...]
+    tracking_host: str | None = None  # the tracking CNAME, when verified
 
 
 class NoReturnPath(Exception):
@@ -33,14 +41,24 @@ class NoReturnPath(Exception):
 
 
 class SigningBook:
-    """An account's sending domains with their keys loaded (decrypted once per key)."""
+    """An account's sending domains with their keys loaded (decrypted once per key).
+    With ``settings``, also where each domain's tracked URLs point (:meth:`links`; one
+    :class:`Tokens` from the secret keys); without, nothing is tracked."""
 
-    def __init__(self, box: SecretBox) -> None:
+    def __init__(self, box: SecretBox, settings: Settings | None = None) -> None:
         self._box = box
         self._loaded: dict[str, PrivateKey] = {}
         self.by_account: dict[str, dict[str, SendingDomain]] = {}
+        self._public: Links | None = None
+        self._links: dict[tuple[str, str], Links] = {}  # made again after each refresh
+        self._scheme = "https"
+        if settings is not None:
+            base = settings.public_url.rstrip("/")
+            self._scheme = urlsplit(base).scheme or "https"
+            self._public = Links(base, Tokens(settings.secret_keys))
 
     async def refresh(self, session: AsyncSession, account_ids: Iterable[str]) -> None:
+        self._links.clear()
         for account_id in set(account_ids):
             domains = [
                 d
@@ -56,7 +74,10 @@ class SigningBook:
                     if k.domain_id == d.id and k.state == ACTIVE
                 )
                 rp = f"{d.return_path_sub}.{d.name}" if d.return_path_verified else None
-                mine[d.name] = SendingDomain(d.name, rp, signing)
+                track = (
+                    f"{d.tracking_sub}.{d.name}" if d.tracking_sub and d.tracking_verified else None
+                )
+                mine[d.name] = SendingDomain(d.name, rp, signing, track)
             self.by_account[account_id] = mine
 
     def _key(self, key_id: str, encrypted: str) -> PrivateKey:
@@ -74,3 +95,20 @@ class SigningBook:
         if domain.return_path is None:
             raise NoReturnPath(f"no verified return-path domain for {from_domain}")
         return Signing(f"{RETURN_PATH_LOCAL}+{message_id}@{domain.return_path}", domain.keys)
+
+    def links(self, account_id: str, from_domain: str) -> Links | None:
+        """Where the tracked URLs of a message from ``from_domain`` point (None: this book
+        was made without settings, nothing is tracked)."""
+        if self._public is None:
+            return None
+        domain = self.by_account.get(account_id, {}).get(from_domain)
+        if domain is None or (domain.tracking_host is None and domain.return_path is None):
+            return self._public
+        found = self._links.get((account_id, from_domain))
+        if found is None:
+            p = self._public
+            base = f"{self._scheme}://{domain.tracking_host}" if domain.tracking_host else p.base
+            found = self._links[(account_id, from_domain)] = Links(
+                base, p.tokens, domain.return_path
+            )
+        return found

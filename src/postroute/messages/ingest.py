@@ -34,14 +34,21 @@ SOURCE = "smtp"
 TAGS = "x-postroute-tags"
 POOL = "x-postroute-pool"
 METADATA = "x-postroute-metadata-"
-TRACK = {"x-postroute-track-opens": "opens", "x-postroute-track-clicks": "clicks"}
+# Switches, true or false; left out: the account's default.
+SWITCHES = {
+    "x-postroute-track-opens": "opens",
+    "x-postroute-track-clicks": "clicks",
+    "x-postroute-unsubscribe": "unsubscribe",
+}
 # Headers Postroute writes per recipient when relaying: a client's copy is dropped.
 WRITTEN_BY_POSTROUTE = frozenset(
     {"message-id", "x-postroute-message-id", "x-postroute-account-id", "x-postroute-pool-id"}
 )
 DROPPED = WRITTEN_BY_POSTROUTE | {"bcc"}  # Bcc: recipients come from RCPT TO only
 RENAMED = {"x-list-unsubscribe": b"List-Unsubscribe"}
-KNOWN = "known: X-Postroute-Tags, -Pool, -Metadata-<key>, -Track-Opens, -Track-Clicks"
+KNOWN = (
+    "known: X-Postroute-Tags, -Pool, -Metadata-<key>, -Track-Opens, -Track-Clicks, -Unsubscribe"
+)
 
 FROM, SUBJECT, BODY, RCPT = "From", "Subject", "body", "RCPT TO"
 _ORDER = (FROM, SUBJECT, BODY, RCPT, "X-Postroute-Tags", "X-Postroute-Metadata", "X-Postroute-Pool")
@@ -60,7 +67,7 @@ class Parsed:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     pool_ref: str | None = None
-    track: dict[str, bool] = field(default_factory=dict)  # "opens" / "clicks"
+    switches: dict[str, bool] = field(default_factory=dict)  # "opens", "clicks", "unsubscribe"
     problems: list[Problem] = field(default_factory=list)
 
     def problem(self, where: str, message: str) -> None:
@@ -147,13 +154,13 @@ def _control(parsed: Parsed, name: str, value: str) -> None:
             if key in parsed.metadata:
                 raise _Twice(name)
             parsed.metadata[key] = v.metadata_value(value)
-        elif lower in TRACK:
-            if TRACK[lower] in parsed.track:
+        elif lower in SWITCHES:
+            if SWITCHES[lower] in parsed.switches:
                 raise _Twice(name)
-            if value.lower() not in ("true", "false"):
+            if value.strip().lower() not in ("true", "false"):
                 parsed.problem(name, f"{name} must be true or false, not {value!r}")
                 return
-            parsed.track[TRACK[lower]] = value.lower() == "true"
+            parsed.switches[SWITCHES[lower]] = value.strip().lower() == "true"
         elif lower not in WRITTEN_BY_POSTROUTE:
             parsed.problem(name, f"unknown header {name} ({KNOWN})")
     except PydanticCustomError as exc:
@@ -215,8 +222,9 @@ def draft(
         tags=parsed.tags,
         metadata=parsed.metadata,
         pool_ref=parsed.pool_ref,
-        track_opens=parsed.track.get("opens", False),
-        track_clicks=parsed.track.get("clicks", False),
+        track_opens=parsed.switches.get("opens"),  # None: the account's default
+        track_clicks=parsed.switches.get("clicks"),
+        unsubscribe=parsed.switches.get("unsubscribe"),
         content=complete,
         problems=problems,
         fields=FIELDS,
@@ -231,6 +239,7 @@ FIELDS = Fields(
     no_sender="missing From header (and the pool has no from_email)",
     sender_without_pool=True,
     order=_ORDER,
+    refuse_all_suppressed=True,  # 550 5.7.1 when no recipient may be mailed
 )
 
 

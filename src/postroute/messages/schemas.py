@@ -63,7 +63,16 @@ _NEEDS: JsonDict = {
 _RECIPIENTS = "Up to 50 addresses; at least one recipient in to, cc or bcc."
 _BODY = "`html` and/or `text` is required."
 _POOL = "Pool id or name; left out: the default pool, else the first active one."
-_TRACKING = "Recorded with the message (tracking itself is not available yet)."
+_OPENS = "An open pixel in the HTML part. Left out: the account's `track_opens`."
+_CLICKS = (
+    "The HTML part's http(s) links go through the tracking host (not those with a "
+    "`data-pr-notrack` attribute). Left out: the account's `track_clicks`."
+)
+_UNSUBSCRIBE = (
+    "`List-Unsubscribe` (https and mailto) and `List-Unsubscribe-Post` (one-click, "
+    "RFC 8058) headers, unless `headers` has a List-Unsubscribe of its own. Left out: the "
+    "account's `unsubscribe_header`."
+)
 
 
 class SendRequest(BaseModel):
@@ -123,8 +132,9 @@ class SendRequest(BaseModel):
     # Accepted for compatibility, not in the OpenAPI document: `pool` says it.
     alias_id: SkipJsonSchema[PoolRef | None] = Field(default=None, exclude=True)
     ippool: SkipJsonSchema[PoolRef | None] = Field(default=None, exclude=True)
-    track_opens: bool | None = Field(default=None, description=_TRACKING)
-    track_clicks: bool | None = Field(default=None, description=_TRACKING)
+    track_opens: bool | None = Field(default=None, description=_OPENS)
+    track_clicks: bool | None = Field(default=None, description=_CLICKS)
+    unsubscribe: bool | None = Field(default=None, description=_UNSUBSCRIBE)
     send_at: NotScheduled = None
     template_id: NoTemplates = None
     variables: NoTemplates = None
@@ -219,15 +229,10 @@ def _field_order(cls: type[BaseModel]) -> list[str]:
     return [info.alias or name for name, info in cls.model_fields.items()]
 
 
-class SendError(BaseModel):
-    code: str = Field(examples=["recipient_suppressed"])
-    message: str = Field(description="For people.")
-
-
 class SentMessage(BaseModel):
     """One recipient's message: ``id`` is the Postroute message id, ``message_id`` the
-    ``Message-ID`` header it will carry. ``error`` is set (and nothing is sent) when this
-    recipient was refused, e.g. ``{"code": "recipient_suppressed", ...}``."""
+    ``Message-ID`` header it will carry. ``error`` is set when nothing is sent to this
+    recipient: ``recipient_suppressed`` (its message is recorded ``dropped``)."""
 
     id: str = Field(
         description="The Postroute message id.", examples=["msg_0123456789ABCDEFGHIJKLMNOP"]
@@ -237,8 +242,15 @@ class SentMessage(BaseModel):
         description="Its Message-ID header.",
         examples=["<msg_0123456789ABCDEFGHIJKLMNOP@example.com>"],
     )
-    error: SendError | None = Field(
-        default=None, description="Set when this recipient was refused: nothing is sent to it."
+    error: str | None = Field(
+        default=None,
+        description="Set when nothing is sent to this recipient: `recipient_suppressed`.",
+        examples=["recipient_suppressed"],
+    )
+    suppression_reason: str | None = Field(
+        default=None,
+        description="With `recipient_suppressed`: `hard_bounce`, `complaint`, "
+        "`unsubscribe` or `manual`.",
     )
 
 

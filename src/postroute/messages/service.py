@@ -47,8 +47,9 @@ def _draft(req: SendRequest) -> Draft:
         tags=req.tags,
         metadata=dict(req.metadata),
         pool_ref=req.pool_ref,
-        track_opens=bool(req.track_opens),
-        track_clicks=bool(req.track_clicks),
+        track_opens=req.track_opens,  # None: the account's default
+        track_clicks=req.track_clicks,
+        unsubscribe=req.unsubscribe,
         content=content,
     )
 

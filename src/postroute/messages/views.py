@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
+from postroute.config import Settings
 from postroute.domains.names import from_domain
 from postroute.domains.signing import NoReturnPath, SigningBook
 from postroute.events.schemas import EventOut, event_out
@@ -174,12 +175,17 @@ async def message_detail(session: AsyncSession, account_id: str, message_id: str
 
 
 async def raw_message(
-    session: AsyncSession, account_id: str, message_id: str, box: SecretBox
+    session: AsyncSession,
+    account_id: str,
+    message_id: str,
+    box: SecretBox,
+    settings: Settings | None = None,
 ) -> bytes:
     """The message as relayed (or as it would be): the same ``prepare`` as the worker's,
     for the pool it went through (or was queued for), signed by its domain's active DKIM
-    keys; a ``Return-Path`` line on top shows its envelope sender, as the receiving
-    server records it (it is not part of what is relayed)."""
+    keys, with its List-Unsubscribe and tracked links (given ``settings``: the public URL
+    and the secret keys); a ``Return-Path`` line on top shows its envelope sender, as
+    the receiving server records it (it is not part of what is relayed)."""
     m = await _require(session, account_id, message_id)
     content = await repo.get_content(session, m.content_id)
     if content is None:
@@ -193,12 +199,16 @@ async def raw_message(
         content,
         m.content_id,
         m.mail_from,
+        m.track_opens,
+        m.track_clicks,
+        m.unsubscribe,
     )
-    book = SigningBook(box)
+    book = SigningBook(box, settings)
     await book.refresh(session, [account_id])
+    domain = from_domain(m.from_email)
     try:
-        signing = book.signing(account_id, from_domain(m.from_email), m.id)
+        signing = book.signing(account_id, domain, m.id)
     except NoReturnPath:
         signing = None  # dropped at delivery: shown unsigned
-    prepared = prepare(outgoing, m.pool_id, signing)
+    prepared = prepare(outgoing, m.pool_id, signing, links=book.links(account_id, domain))
     return f"Return-Path: <{prepared.mail_from}>\r\n".encode() + prepared.data

@@ -87,7 +87,7 @@ def encode(hit: Hit) -> bytes:
 
 def decode(line: bytes) -> Hit:
     try:
-        raw = json.loads(line)
+        raw = json.loads(line.decode())
         kind = raw["k"]
         if kind not in (OPEN, CLICK):
             raise BadLine(f"unknown kind {kind!r}")

@@ -64,6 +64,7 @@ class Recorder:
     async def start(self) -> None:
         """Drain in the background from now on (leftovers of dead processes first)."""
         self._stop.clear()
+        await asyncio.to_thread(machine.warm)  # not in the first drain, on the event loop
         self._task = asyncio.create_task(self._run(), name="tracking-recorder")
 
     async def stop(self) -> None:
@@ -182,7 +183,12 @@ class Recorder:
         for start in range(0, len(ripe), BATCH):
             batch = ripe[start : start + BATCH]
             ids = {id(hit) for hit, _ in batch}
-            later = [h for h, _ in self._pending if h.kind == CLICK and id(h) not in ids]
+            clicked = {h.message_id for h, _ in batch if h.kind == CLICK}
+            later = [
+                h
+                for h, _ in self._pending
+                if h.kind == CLICK and h.message_id in clicked and id(h) not in ids
+            ]
             check = any(source.check for _, source in batch)
             planned = await drain.plan(self.runtime, [h for h, _ in batch], later, check=check)
             if planned.changes:

@@ -41,6 +41,12 @@ def test_without_links_only_the_pixel_is_added_before_the_body_ends() -> None:
     assert relayed(single(html.encode())) == single(with_pixel(html).encode())
 
 
+def test_the_pixel_goes_before_the_last_body_end_tag_outside_comments() -> None:
+    html = "<body><p>x</p><!-- </body> --><script>'</body>'</script></body>\r\n</html>"
+    expected = html.replace("</body>\r\n", pixel() + "</body>\r\n")
+    assert relayed(single(html.encode())) == single(expected.encode())
+
+
 def test_without_a_body_end_tag_the_pixel_goes_at_the_end() -> None:
     html = "<p>Short</p>\r\n"
     assert relayed(single(html.encode())) == single((html + pixel()).encode())

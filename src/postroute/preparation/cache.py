@@ -11,12 +11,17 @@ from typing import TypeVar, cast
 T = TypeVar("T")
 
 
+# Kinds kept for fewer contents: an HTML part's pieces weigh about what the part does.
+SIZES = {"links": 256}
+
+
 class Cache:
-    """Per-content results by kind, each kind keeping the ``size`` keys used last."""
+    """Per-content results by kind, each kind keeping the ``size`` keys used last (or
+    its own number, :data:`SIZES`)."""
 
     def __init__(self, size: int = 1024, sizes: dict[str, int] | None = None) -> None:
         self._size = size
-        self._sizes = sizes or {}
+        self._sizes = {**SIZES, **(sizes or {})}
         self._kinds: dict[str, OrderedDict[str, object]] = {}
 
     def get(self, kind: str, key: str | None, make: Callable[[], T]) -> T:

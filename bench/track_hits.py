@@ -2,7 +2,7 @@
 ``postroute serve`` on SQLite, then the events counted in the database (all recorded).
 
     .venv/bin/python bench/track_hits.py --count 20000 --messages 1000 --connections 32
-        [--procs 1] [--runs 3] [--timeout 120] [--keep] [--profile DIR]
+        [--procs 1] [--runs 3] [--timeout 120] [--keep] [--profile DIR] [--env K=V]
 
 Per run, on 127.0.0.1 only: a fresh data dir, ``postroute init --json`` and ``serve``
 with a secret key the benchmark knows (it makes the tokens itself, as preparation does);
@@ -37,7 +37,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _postroute import Postroute
-from _proc import LOOPBACK, Sink, machine_busy_seconds
+from _proc import LOOPBACK, Sink, machine_busy_seconds, machine_steal_seconds
 
 from postroute.preparation.tokens import Tokens
 
@@ -165,7 +165,8 @@ def events(db: Path) -> int:
 
 def one_run(args: argparse.Namespace, sink: Sink, run: int) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="postroute-track-"))
-    pr = Postroute(workdir, split=False, extra_env=[f"POSTROUTE_SECRET_KEY={SECRET}"])
+    env = [f"POSTROUTE_SECRET_KEY={SECRET}", *args.env]
+    pr = Postroute(workdir, split=False, extra_env=env)
     try:
         pool = pr.create_pool(sink.port, 8)
         base = sink.count()
@@ -182,8 +183,10 @@ def one_run(args: argparse.Namespace, sink: Sink, run: int) -> dict[str, Any]:
             if args.profile:  # py-spy on serve while it answers (not while it drains)
                 pr.start_profiles(args.profile, f"run{run}-{kind}", gil=True, only="serve")
             cpu0, busy0, load0 = pr.cpu(), machine_busy_seconds(), load_cpu()
+            steal0 = machine_steal_seconds()
             phase = hit(pr.port, todo, args.connections, args.procs, args.timeout)
             cpu1, busy1, load1 = pr.cpu(), machine_busy_seconds(), load_cpu()
+            steal = machine_steal_seconds() - steal0
             pr.stop_profiles()
             expected += phase["ok"]
             window = phase["seconds"]
@@ -191,6 +194,7 @@ def one_run(args: argparse.Namespace, sink: Sink, run: int) -> dict[str, Any]:
             phase["serve_cpu_pct"] = round(100 * serve_cpu / window, 1)
             phase["machine_cpu_pct"] = round(100 * (busy1 - busy0) / window, 1)
             phase["load_cpu_pct"] = round(100 * (load1 - load0) / window, 1)
+            phase["steal_cpu_pct"] = round(100 * steal / window, 1)
             t_end = phase.pop("t_end")
             while events(db) < expected and time.monotonic() < t_end + args.timeout:
                 time.sleep(0.05)
@@ -216,6 +220,7 @@ def main() -> None:
     add("--timeout", type=float, default=120.0)
     add("--keep", action="store_true", help="keep the temp data dirs")
     add("--profile", type=Path, help="py-spy profiles of serve into this dir")
+    add("--env", action="append", default=[], metavar="K=V", help="more environment for serve")
     args = parser.parse_args()
     if not 0 < args.count <= 1_000_000 or not 0 < args.messages <= 100_000:
         raise SystemExit("--count must be 1..1,000,000 and --messages 1..100,000")
@@ -231,7 +236,7 @@ def main() -> None:
                 print(f"run {run} {kind}: {p['rate']}/s ({p['ok']} in {p['seconds']} s) | "
                       f"recorded {p['recorded']}/{p['ok']} {p['recorded_s']} s after the last "
                       f"answer | cpu serve {p['serve_cpu_pct']}% load {p['load_cpu_pct']}% "
-                      f"machine {p['machine_cpu_pct']}%",
+                      f"machine {p['machine_cpu_pct']}% steal {p['steal_cpu_pct']}%",
                       flush=True)  # fmt: skip
             print(json.dumps(r), flush=True)
     finally:

@@ -8,7 +8,9 @@ once all of its hits are written. A click is ripe once every hit of the next
 opens are ripe at once. Segments left by a process that died are claimed at start and
 every ``LEFTOVER_SECONDS`` after. A failed write leaves everything in place and is tried
 again, later and later (up to ``RETRY_MAX_SECONDS``); the hits stay on disk meanwhile,
-and the current segment grows once ``MAX_BACKLOG`` segments wait.
+and the current segment grows once ``MAX_BACKLOG`` segments wait. A batch the database
+refuses whole (a constraint: its message was deleted meanwhile) is written one hit at a
+time, and a hit refused alone is logged and dropped, so that it cannot hold up the rest.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy.exc import DataError, IntegrityError
+
 from postroute.runtime import Runtime
 from postroute.tracking import drain, machine
 from postroute.tracking.hits import CLICK, BadLine, Hit, decode
@@ -31,6 +35,7 @@ log = logging.getLogger("postroute.tracking")
 DRAIN_SECONDS = 0.2
 BATCH = 2_000  # hits per write
 READ_AHEAD = 50_000  # hits read and not yet written, at most
+READ_CHUNK = 10_000  # lines per read
 MAX_BACKLOG = 16  # segments held at once
 LEFTOVER_SECONDS = 30.0
 RETRY_MAX_SECONDS = 30.0
@@ -68,19 +73,23 @@ class Recorder:
         self._task = asyncio.create_task(self._run(), name="tracking-recorder")
 
     async def stop(self) -> None:
-        """Finish the round under way, drain what is left (at most ``STOP_SECONDS``), and
+        """Finish the round under way and drain what is left, within ``STOP_SECONDS``;
         let go of the segments not drained (the next start drains them)."""
         self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
         try:
             async with asyncio.timeout(STOP_SECONDS):
+                if self._task is not None:
+                    await self._task
                 await self.drain(final=True)
         except Exception as exc:  # the database is down, or slow: nothing is lost
             log.warning("tracking: hits left in %s for the next start (%s)", self.directory,
                         type(exc).__name__)  # fmt: skip
         finally:
+            if self._task is not None and not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
             await self.journal.close()
             if (segment := await self.journal.seal()) is not None:
                 segment.release()
@@ -113,7 +122,7 @@ class Recorder:
                 await self._seal()
             before = self.recorded
             while True:
-                more = self._read()
+                more = await self._read()
                 progress = await self._write_ripe(final)
                 if not more or not progress:  # all read, or waiting for the clock
                     return self.recorded - before
@@ -140,27 +149,24 @@ class Recorder:
         if self._horizon is None or horizon > self._horizon:
             self._horizon = horizon
 
-    def _read(self) -> bool:
-        """Read segments into the pending hits, oldest first, up to ``READ_AHEAD``;
-        whether some segment has more to read."""
+    async def _read(self) -> bool:
+        """Read segments into the pending hits, oldest first, up to ``READ_AHEAD``
+        (in a thread: a large leftover takes a while); whether some have more."""
         for source in self._sources:
             while not source.eof:
-                room = READ_AHEAD - len(self._pending)
+                room = min(READ_AHEAD - len(self._pending), READ_CHUNK)
                 if room <= 0:
                     return True
-                lines, source.offset, source.eof = read_lines(
-                    source.segment.path, source.offset, room
+                path = source.segment.path
+                hits, bad, source.offset, source.eof = await asyncio.to_thread(
+                    _load, path, source.offset, room
                 )
-                for line in lines:
-                    try:
-                        hit = decode(line)
-                    except BadLine as exc:
-                        log.warning("tracking: %s: a line that is not a hit (%s)",
-                                    source.segment.path.name, exc)  # fmt: skip
-                        continue
-                    self._pending.append((hit, source))
-                    source.outstanding += 1
-                    source.last_at = hit.at
+                if bad:
+                    log.warning("tracking: %s: %d lines that are not hits", path.name, bad)
+                self._pending += [(hit, source) for hit in hits]
+                source.outstanding += len(hits)
+                if hits:
+                    source.last_at = hits[-1].at
         self._finish_sources()
         return False
 
@@ -190,20 +196,33 @@ class Recorder:
                 if h.kind == CLICK and h.message_id in clicked and id(h) not in ids
             ]
             check = any(source.check for _, source in batch)
-            planned = await drain.plan(self.runtime, [h for h, _ in batch], later, check=check)
-            if planned.changes:
-                try:
-                    await self.runtime.store.write(planned.changes)
-                except BaseException:  # written or not: check what is pending next time
-                    for source in self._sources:
-                        source.check = True
-                    raise
-            self.recorded += planned.recorded
+            await self._write([h for h, _ in batch], later, check)
             self._pending = [p for p in self._pending if id(p[0]) not in ids]
             for _, source in batch:
                 source.outstanding -= 1
             self._finish_sources()
         return len(ripe)
+
+    async def _write(self, hits: list[Hit], later: list[Hit], check: bool) -> None:
+        planned = await drain.plan(self.runtime, hits, later, check=check)
+        if not planned.changes:
+            return
+        try:
+            await self.runtime.store.write(planned.changes)
+        except (IntegrityError, DataError) as exc:  # refused whole: one hit at a time
+            if len(hits) > 1:
+                for hit in hits:
+                    others = [h for h in hits if h is not hit and h.kind == CLICK]
+                    await self._write([hit], [*later, *others], check)
+                return
+            log.error("tracking: %s %s of message %s cannot be recorded (%s): dropped",
+                      hits[0].kind, hits[0].id, hits[0].message_id, type(exc).__name__)  # fmt: skip
+            return
+        except BaseException:  # written or not: check what is pending next time
+            for source in self._sources:
+                source.check = True
+            raise
+        self.recorded += planned.recorded
 
     def _finish_sources(self) -> None:
         """Unlink the segments read to the end whose every hit is written."""
@@ -212,6 +231,17 @@ class Recorder:
             source.segment.remove()
         if done:
             self._sources = [s for s in self._sources if not (s.eof and s.outstanding == 0)]
+
+
+def _load(path: Path, offset: int, limit: int) -> tuple[list[Hit], int, int, bool]:
+    """Hits of ``path`` from ``offset``: the hits, lines that were not, where the next
+    read starts, and whether the file ends there."""
+    lines, offset, eof = read_lines(path, offset, limit)
+    hits: list[Hit] = []
+    for line in lines:
+        with contextlib.suppress(BadLine):
+            hits.append(decode(line))
+    return hits, len(lines) - len(hits), offset, eof
 
 
 def _ripe(hit: Hit, source: _Source, limit: datetime | None) -> bool:

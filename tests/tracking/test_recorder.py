@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from postroute.delivery.worker import Worker
 from postroute.events import names
@@ -161,3 +162,34 @@ async def test_a_journal_that_cannot_be_written_still_answers(
     assert pixel.status_code == 200 and pixel.content.startswith(b"GIF89a")
     assert click.status_code == 302 and click.headers["location"] == URL
     assert sum("a hit was not recorded" in r.getMessage() for r in caplog.records) == 2
+
+
+async def rename(runtime: Runtime, old: str, new: str) -> None:
+    async with runtime.engine.begin() as conn:
+        await conn.execute(sa.text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+
+async def test_a_failed_drain_keeps_its_hits_for_the_next_one(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    worker: Worker,
+    tokens: Tokens,
+    tracking: Tracking,
+    runtime: Runtime,
+    clock: FakeClock,
+) -> None:
+    """The events table unreachable for a while (renamed away: a real failure of the
+    database): the drain fails, the hits stay, the next drain records each once."""
+    (message_id,) = await sent_messages(client, tenant, relay, worker)
+    clock.advance(60)
+    await hit_all(client, tokens, message_id)
+    await rename(runtime, "message_events", "message_events_away")
+    try:
+        with pytest.raises(sa.exc.DBAPIError):
+            await tracking.recorder.drain(final=True)
+    finally:
+        await rename(runtime, "message_events_away", "message_events")
+    assert len(list(tracking.recorder.journal.directory.glob("*" + SUFFIX))) == 1
+    assert await tracking.recorder.drain(final=True) == 4
+    assert await counts(client, tenant, message_id) == (1, 3)

@@ -137,7 +137,9 @@ class Journal:
         os.fdatasync(fd)
 
     def _create(self) -> Segment:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # private, as the data dir is (hits hold readers' addresses and User-Agents)
+        self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, exist_ok=True)
         self._made += 1
         name = f"{time.time_ns():020d}-{os.getpid()}-{self._made}"
         staging = self.directory / (name + _STAGING)

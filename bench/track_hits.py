@@ -244,7 +244,7 @@ def main() -> None:
         shutil.rmtree(sink_dir, ignore_errors=True)
     if len(results) > 1:
         for kind in ("open", "click"):
-            print(f"median {kind}: {statistics.median(r[kind]['rate'] for r in results)}/s")
+            print(f"median {kind}: {statistics.median(r[kind]['rate'] for r in results):.1f}/s")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ class Dispatcher:
         self.policy = RetryPolicy(s.retry_attempts, s.retry_base_seconds)
         self.bounce_suppression = timedelta(days=s.bounce_suppression_days)
         self.directory = PoolDirectory(runtime.box)
-        self.signing = SigningBook(runtime.box)
+        self.signing = SigningBook(runtime.box, runtime.settings)
         self._dkim = Cache()
         self.health = HealthBook(
             failures_to_open=s.breaker_failures,

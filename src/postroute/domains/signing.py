@@ -45,17 +45,14 @@ class SigningBook:
     With ``settings``, also where each domain's tracked URLs point (:meth:`links`; one
     :class:`Tokens` from the secret keys); without, nothing is tracked."""
 
-    def __init__(self, box: SecretBox, settings: Settings | None = None) -> None:
+    def __init__(self, box: SecretBox, settings: Settings) -> None:
         self._box = box
         self._loaded: dict[str, PrivateKey] = {}
         self.by_account: dict[str, dict[str, SendingDomain]] = {}
-        self._public: Links | None = None
         self._links: dict[tuple[str, str], Links] = {}  # made again after each refresh
-        self._scheme = "https"
-        if settings is not None:
-            base = settings.public_url.rstrip("/")
-            self._scheme = urlsplit(base).scheme or "https"
-            self._public = Links(base, Tokens(settings.secret_keys))
+        base = settings.public_url.rstrip("/")
+        self._scheme = urlsplit(base).scheme or "https"
+        self._public = Links(base, Tokens(settings.secret_keys))
 
     async def refresh(self, session: AsyncSession, account_ids: Iterable[str]) -> None:
         self._links.clear()
@@ -96,11 +93,8 @@ class SigningBook:
             raise NoReturnPath(f"no verified return-path domain for {from_domain}")
         return Signing(f"{RETURN_PATH_LOCAL}+{message_id}@{domain.return_path}", domain.keys)
 
-    def links(self, account_id: str, from_domain: str) -> Links | None:
-        """Where the tracked URLs of a message from ``from_domain`` point (None: this book
-        was made without settings, nothing is tracked)."""
-        if self._public is None:
-            return None
+    def links(self, account_id: str, from_domain: str) -> Links:
+        """Where the tracked URLs of a message from ``from_domain`` point."""
         domain = self.by_account.get(account_id, {}).get(from_domain)
         if domain is None or (domain.tracking_host is None and domain.return_path is None):
             return self._public

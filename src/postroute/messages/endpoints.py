@@ -239,5 +239,5 @@ async def get_message(
 async def get_raw(
     message_id: MessageId, account: AccountDep, session: SessionDep, rt: RuntimeDep
 ) -> Response:
-    raw = await views.raw_message(session, account.account_id, message_id, rt.box)
+    raw = await views.raw_message(session, account.account_id, message_id, rt.box, rt.settings)
     return Response(raw, media_type="message/rfc822")

@@ -179,7 +179,7 @@ async def raw_message(
     account_id: str,
     message_id: str,
     box: SecretBox,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> bytes:
     """The message as relayed (or as it would be): the same ``prepare`` as the worker's,
     for the pool it went through (or was queued for), signed by its domain's active DKIM

@@ -8,7 +8,6 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 from selectolax.lexbor import LexborHTMLParser
 
 from postroute.delivery.worker import Worker
@@ -31,11 +30,6 @@ def local(url: str) -> str:
     return urlsplit(url).path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="delivery/dispatcher.py makes SigningBook(runtime.box) without the settings: "
-    "no links, so delivery leaves HTML untracked (remove this mark with that fix)",
-)
 async def test_following_what_the_relay_received(
     client: httpx.AsyncClient,
     tenant: Tenant,

@@ -26,7 +26,10 @@ SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 # Written by smtp/tls.py (the self-signed pair; the certificate itself is public).
 TLS_DIR, TLS_KEY_FILE = "tls", "smtp-key.pem"
-_OURS = {DATABASE_FILE, SECRET_KEY_FILE, TLS_DIR} | {DATABASE_FILE + s for s in SQLITE_COMPANIONS}
+TRACKING_DIR = "tracking"  # the journal of tracking hits not yet recorded (tracking/)
+_OURS = {DATABASE_FILE, SECRET_KEY_FILE, TLS_DIR, TRACKING_DIR} | {
+    DATABASE_FILE + s for s in SQLITE_COMPANIONS
+}
 
 
 def _ours(name: str) -> bool:

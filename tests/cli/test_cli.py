@@ -72,7 +72,8 @@ def test_pools_add_list_test_and_send(cli_env: Path, relay_factory: RelayFactory
     refused = cli(*send, code=1)  # a new account sends from verified domains only
     assert "the From domain example.com is not verified" in refused
     assert cli("accounts", "set", "default", "--no-require-verified-domain") == (
-        "default: require_verified_domain=false track_opens=false track_clicks=false\n"
+        "default: require_verified_domain=false track_opens=false track_clicks=false "
+        "unsubscribe_header=false\n"
     )
     sent = cli(*send)
     assert sent.split()[0].startswith("msg_") and "queued" in sent

@@ -13,23 +13,22 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from postroute import errors
+from postroute import datadir, errors
 from postroute.db import begin_read
 from postroute.db.changes import Changes, Stale
 from postroute.events import names
 from postroute.events.record import Event, record
-from postroute.kit import ids
 from postroute.preparation.tokens import BadToken, Tokens
 from postroute.runtime import Runtime
 from postroute.suppressions import repository as suppressions
+from postroute.suppressions import rules as suppression_rules
 from postroute.tracking import repository
 from postroute.tracking.hits import CLICK, MAX_IP, MAX_USER_AGENT, OPEN, encode, new_hit
 from postroute.tracking.recorder import Recorder
 
 log = logging.getLogger("postroute.tracking")
 
-JOURNAL_DIR = "tracking"  # in the data dir
-UNSUBSCRIBE_REASON = "unsubscribe"
+JOURNAL_DIR = datadir.TRACKING_DIR  # in the data dir
 _UNSAFE = re.compile(r"[^\x21-\x7e]")  # what a Location header cannot carry as it is
 _TAB_OR_NEWLINE = re.compile(r"[\t\r\n]")
 _C0_AND_SPACE = "".join(map(chr, range(0x21)))
@@ -127,15 +126,10 @@ class Tracking:
             raise errors.NotFound("this message no longer exists")
         account_id, email = found
         now = self.runtime.clock.now()
-        entry = {
-            "id": ids.new_id(ids.SUPPRESSION),
-            "account_id": account_id,
-            "email": email,
-            "reason": UNSUBSCRIBE_REASON,
-            "source": message_id,
-            "created_at": now,
-            "expires_at": None,
-        }
+        # keyed as the list keys addresses (the domain in lower case), never expiring
+        entry = suppression_rules.entry(
+            account_id, email, suppression_rules.UNSUBSCRIBE, message_id, now
+        )
         if not done:
             changes = Changes()
             repository.guard_once(changes, message_id)

@@ -136,7 +136,23 @@ class Settings(BaseSettings):
     # how long a hard bounce keeps its address on the suppression list
     bounce_suppression_days: int = Field(default=90, ge=1, le=3650)
 
+    # reverse proxies whose X-Forwarded-For / -Proto the HTTP server believes (addresses or
+    # networks, comma-separated; "*" any): the client address of tracking hits and of the
+    # limits on key guessing comes from there
+    trusted_proxies: str = "127.0.0.1,::1"
+
     log_level: str = "INFO"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        for part in (p.strip() for p in value.split(",")):
+            if part and part != "*":
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError:
+                    raise ValueError(f"{part!r} is not an address or network") from None
+        return value
 
     @field_validator("dns_resolvers")
     @classmethod

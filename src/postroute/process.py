@@ -153,7 +153,15 @@ class _Process:
             log.info("delivery worker %s started", worker.owner)
         if parts.api:
             host, port = parse_bind(rt.settings.http_bind, 8000)
-            config = uvicorn.Config(create_app(rt), host, port, lifespan="on", log_level="warning")
+            config = uvicorn.Config(
+                create_app(rt),
+                host,
+                port,
+                lifespan="on",
+                log_level="warning",
+                proxy_headers=True,
+                forwarded_allow_ips=rt.settings.trusted_proxies,
+            )
             config.timeout_graceful_shutdown = HTTP_GRACE  # then requests in flight are cancelled
             self.http = _Server(config)
             self.http_task = asyncio.create_task(self.http.serve(), name="http")

@@ -23,7 +23,7 @@ from postroute.runtime import Runtime
 from postroute.tracking.service import JOURNAL_DIR
 from tests.conftest import Tenant
 from tests.support.processes import Process, Processes
-from tests.support.relay import RecordingRelay
+from tests.support.relay import HOST, RecordingRelay
 from tests.tracking.conftest import sent_messages
 
 NEVER_DRAINS = """
@@ -107,3 +107,45 @@ async def test_hits_of_a_killed_serve_are_drained_by_the_next_one(
     again.popen.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(again.wait) == 0, again.output
     assert await recorded(runtime, message_id) == answered  # once, not twice
+
+
+async def opened_from(runtime: Runtime, message_id: str) -> list[dict[str, object]]:
+    async with runtime.sessions() as session:
+        rows = await session.scalars(
+            sa.select(MessageEvent.data).where(
+                MessageEvent.message_id == message_id, MessageEvent.type == names.OPENED
+            )
+        )
+        return [dict(r) for r in rows]
+
+
+@pytest.mark.parametrize(("trusted", "seen"), [("127.0.0.1", "17.58.0.1"), ("10.9.9.9", HOST)])
+async def test_the_client_address_comes_from_a_trusted_proxy_only(
+    processes: Processes,
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    worker: Worker,
+    tokens: Tokens,
+    trusted: str,
+    seen: str,
+) -> None:
+    (message_id,) = await sent_messages(client, tenant, relay, worker)
+    proc = processes.start("serve", http=True, smtp=False, POSTROUTE_TRUSTED_PROXIES=trusted)
+    headers = {
+        "X-Forwarded-For": "17.58.0.1",  # Apple's network: Mail Privacy Protection
+        "User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15",
+    }
+
+    def open_once() -> None:
+        with httpx.Client(base_url=proc.url, timeout=10) as http:
+            reply = http.get("/t/o/" + tokens.open_token(message_id), headers=headers)
+            assert reply.status_code == 200
+
+    await asyncio.to_thread(open_once)
+    proc.popen.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait) == 0, proc.output
+    (data,) = await opened_from(runtime, message_id)
+    assert data["ip"] == seen
+    assert (data["machine_reason"] == "apple_mpp") is (seen != HOST)

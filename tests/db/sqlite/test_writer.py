@@ -7,7 +7,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -104,6 +104,29 @@ async def test_a_guard_that_no_longer_holds_writes_nothing(
     assert ("acc_g2", "second") not in await names(runtime)
     assert await write(writer, lambda: guarded(seen))
     assert ("acc_g2", "second") in await names(runtime)
+
+
+async def test_a_guard_holding_its_own_values_converts_them_as_sqlalchemy_would(
+    runtime: Runtime, writer: SqliteWriter
+) -> None:
+    """A time in another zone next to an IN list is compared as the naive UTC text stored,
+    not as the sqlite3 module's own (deprecated) rendering of it."""
+    first = Unit(runtime.engine.dialect)
+    first.insert(ACCOUNTS, [account("acc_t1", "timed")])
+    assert await write(writer, lambda: first)
+    elsewhere = WHEN.astimezone(timezone(timedelta(hours=2)))
+    stmt = sa.select(Account.id).where(
+        Account.id.in_(["acc_t1", "acc_none"]), Account.created_at == elsewhere
+    )
+
+    def guarded() -> Unit:
+        unit = Unit(runtime.engine.dialect)
+        unit.guard(stmt, None, [("acc_t1",)])
+        unit.insert(ACCOUNTS, [account("acc_t2", "after")])
+        return unit
+
+    assert await write(writer, guarded)
+    assert ("acc_t2", "after") in await names(runtime)
 
 
 async def test_nothing_to_write_is_no_transaction(runtime: Runtime, writer: SqliteWriter) -> None:

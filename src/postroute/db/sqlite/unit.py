@@ -155,7 +155,9 @@ def _expanded(stmt: sa.ClauseElement, dialect: Dialect) -> tuple[str, list[Any]]
     compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))
     state = compiled.construct_expanded_state()
     names = list(state.positiontup or ())
-    processors = state.processors
+    # the expanded state holds only the processors of expanded (IN) binds: the others are
+    # the compiled statement's own
+    processors = {**compiled._bind_processors, **state.processors}
     values = [
         processors[n](state.parameters[n]) if n in processors else state.parameters[n]
         for n in names

@@ -43,7 +43,9 @@ def bare_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def cli(*args: str, code: int = 0, stdin: str | None = None) -> str:
-    """Run ``postroute ARGS`` in this process; its stdout and stderr."""
-    result = CliRunner().invoke(app, list(args), input=stdin)
+    """Run ``postroute ARGS`` in this process; its stdout and stderr (Typer's usage errors
+    in a box as wide as a wide terminal's, whatever this one's: a narrow one cuts them)."""
+    wide = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
+    result = CliRunner(env=wide).invoke(app, list(args), input=stdin)
     assert result.exit_code == code, (result.output, result.exception)
     return result.output

@@ -245,6 +245,20 @@ def close_wait(port: int) -> int:
     return count
 
 
+def unread_bytes(port: int) -> int:
+    """Bytes that server-side sockets of ``port`` (IPv4) have received and the server has
+    not read yet. A socket closed with some is reset (RST), and its peer may then lose
+    the replies it had not read."""
+    count = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += int(fields[4].split(":")[1], 16)
+    return count
+
+
 async def settle(condition: Callable[[], bool], what: str) -> None:
     """Wait until ``condition()`` holds (a poll bounded by :data:`SETTLE_TIMEOUT`)."""
     loop = asyncio.get_running_loop()

@@ -157,7 +157,7 @@ def _expanded(stmt: sa.ClauseElement, dialect: Dialect) -> tuple[str, list[Any]]
     names = list(state.positiontup or ())
     # the expanded state holds only the processors of expanded (IN) binds: the others are
     # the compiled statement's own
-    processors = {**compiled._bind_processors, **state.processors}
+    processors: dict[str, Any] = {**compiled._bind_processors, **state.processors}
     values = [
         processors[n](state.parameters[n]) if n in processors else state.parameters[n]
         for n in names

@@ -39,7 +39,41 @@ def text_body(index: int, size: int) -> str:
     return head + filler
 
 
-def build_batches(start: int, count: int, size: int, batch: int, pool: str) -> list[bytes]:
+def html_body(index: int, links: int) -> str:
+    """An HTML part of ``links`` distinct links (each message its own, as a receipt's item
+    links are): each message is a content of its own, so links are found per message."""
+    items = "".join(
+        f'<tr><td><a href="https://shop.bench.test/item/{k}?order={index}">Item {k}</a></td>'
+        f"<td>1 &times; &euro;{k}.00</td></tr>"
+        for k in range(links)
+    )
+    return (
+        f"<!doctype html><html><body><p>Receipt for order {index}.</p>"
+        f"<table>{items}</table><p>Thank you.</p></body></html>"
+    )
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What each message carries besides its text: ``html_links`` > 0 adds an HTML part of
+    that many links; ``track`` sets opens, clicks and unsubscribe on (True) or off
+    (False) per message, or leaves them out (None: the account's defaults, and what
+    releases before tracking accept)."""
+
+    pool: str
+    html_links: int = 0
+    track: bool | None = None
+
+    def fields(self, index: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"pool": self.pool}
+        if self.html_links:
+            out["html"] = html_body(index, self.html_links)
+        if self.track is not None:
+            out.update(track_opens=self.track, track_clicks=self.track, unsubscribe=self.track)
+        return out
+
+
+def build_batches(start: int, count: int, size: int, batch: int, shape: Shape) -> list[bytes]:
     """Serialised ``/v1/send/batch`` bodies for messages ``start .. start+count-1``."""
     bodies = []
     for first in range(start, start + count, batch):
@@ -50,7 +84,7 @@ def build_batches(start: int, count: int, size: int, batch: int, pool: str) -> l
                 "to": f"rcpt{i}@bench.test",
                 "subject": f"Benchmark {i}",
                 "text": text_body(i, size),
-                "pool": pool,
+                **shape.fields(i),
             }
             for i in range(first, last)
         ]
@@ -93,8 +127,8 @@ async def send_batches(
 
 
 def _child(args: tuple[Any, ...], barrier: Any, out: Any) -> None:
-    url, key, start, count, size, batch, pool, concurrency, timeout = args
-    bodies = build_batches(start, count, size, batch, pool)
+    url, key, start, count, size, batch, shape, concurrency, timeout = args
+    bodies = build_batches(start, count, size, batch, shape)
     barrier.wait()
     out.put(asyncio.run(send_batches(url, key, bodies, concurrency, timeout)))
 
@@ -110,7 +144,7 @@ class Generator:
         count: int,
         size: int,
         batch: int,
-        pool: str,
+        shape: Shape,
         concurrency: int,
         procs: int,
         timeout: float,
@@ -118,7 +152,7 @@ class Generator:
         self.url, self.key, self.conc, self.timeout = url, api_key, concurrency, timeout
         self.procs = max(1, procs)
         if self.procs == 1:
-            self.bodies = build_batches(start, count, size, batch, pool)
+            self.bodies = build_batches(start, count, size, batch, shape)
             return
         ctx = multiprocessing.get_context("fork")
         self.barrier, self.out = ctx.Barrier(self.procs + 1), ctx.Queue()
@@ -129,7 +163,7 @@ class Generator:
             first = start + p * per
             n = max(0, min(per, start + count - first))
             conc = max(1, self.conc // self.procs)
-            args = (url, api_key, first, n, size, batch, pool, conc, timeout)
+            args = (url, api_key, first, n, size, batch, shape, conc, timeout)
             proc = ctx.Process(target=_child, args=(args, self.barrier, self.out), daemon=True)
             proc.start()
             self.children.append(proc)

@@ -75,8 +75,11 @@ def _r(value: float | None, digits: int) -> float | None:
 def summary(r: dict[str, Any]) -> str:
     cpu = " ".join(f"{k}={v}s" for k, v in r["cpu_s"].items())
     rss = " ".join(f"{k}={v}MB" for k, v in r["peak_rss_mb"].items())
+    html = f" html={r['html_links']}" if r.get("html_links") else ""
+    track = {None: "", True: " track", False: " no-track"}[r.get("track")]
     return (
-        f"run {r['run']} {r['mode']}{' dkim' if r.get('dkim') else ''} N={r['count']}"
+        f"run {r['run']} {r['mode']}{' dkim' if r.get('dkim') else ''}{html}{track}"
+        f" N={r['count']}"
         f" size={r['size']} (mime {r['mime_bytes']} B)"
         f" | accepted {r['accept_rate']}/s in {r['accept_s']} s"
         f" | delivered {r['deliver_rate']}/s in {r['deliver_s']} s"

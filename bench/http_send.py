@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _domain import SigningDomain
-from _load import Generator, LoadResult
+from _load import Generator, LoadResult, Shape
 from _postroute import Postroute
 from _proc import Sink, cpu_seconds, machine_busy_seconds, machine_steal_seconds
 from _report import Phase, medians, result, summary
@@ -123,7 +123,8 @@ def drain(pr: Postroute, sink: Sink, base: int, count: int, deadline: float,
 def deliver(pr: Postroute, sink: Sink, args: argparse.Namespace, pool: str, start: int,
             count: int, wait_sink: bool = True) -> Phase:  # fmt: skip
     """Send ``count`` messages (numbered from ``start``); wait for the sink to count them."""
-    gen = Generator(pr.url, pr.api_key, start, count, args.size, args.batch, pool,
+    shape = Shape(pool, args.html_links, args.track)
+    gen = Generator(pr.url, pr.api_key, start, count, args.size, args.batch, shape,
                     args.concurrency, args.procs, args.timeout)  # fmt: skip
     try:
         gen.ready()
@@ -166,6 +167,8 @@ def one_run(args: argparse.Namespace, sink: Sink, run: int,
         setup = {
             "sink": sink.kind,
             "dkim": signing is not None,
+            "html_links": args.html_links,
+            "track": args.track,
             "mime_bytes": pr.mime_bytes(load.message_ids[0]) if load.message_ids else None,
             "peak_rss_mb": pr.peak_rss(),
         }
@@ -199,6 +202,11 @@ def parse_args() -> argparse.Namespace:
         help="extra environment for Postroute (repeatable)")  # fmt: skip
     add("--dkim", action="store_true",
         help="a verified From domain: DKIM-signed (RSA-2048), VERP return path")  # fmt: skip
+    add("--html-links", type=int, default=0, metavar="N",
+        help="an HTML part with N links besides the text (one content per message)")  # fmt: skip
+    add("--track", action=argparse.BooleanOptionalAction, default=None,
+        help="opens, clicks and unsubscribe on (--track) or off (--no-track) per message; "
+        "neither: the fields are left out (the account's defaults)")  # fmt: skip
     add("--profile", metavar="DIR", help="py-spy record each Postroute process (collapsed)")
     add("--profile-gil", action="store_true", help="profile only samples holding the GIL")
     add("--keep", action="store_true", help="keep the data dirs and logs")
@@ -206,6 +214,8 @@ def parse_args() -> argparse.Namespace:
     args.split = args.split or args.queue_first
     if not 1 <= args.batch <= 500 or not 1 <= args.count <= 1_000_000:
         ap.error("--batch must be 1..500 and --count 1..1000000")
+    if not 0 <= args.html_links <= 1000:
+        ap.error("--html-links must be 0..1000")
     if any("=" not in e for e in args.env):
         ap.error("--env takes KEY=VALUE")
     return args

@@ -53,3 +53,45 @@ async def test_a_stop_during_an_outcome_write_lets_it_finish(
     assert detail["status"] == "sent"
     assert [a["outcome"] for a in detail["delivery_attempts"]] == ["sent"]
     assert len(relay.messages) == 1
+
+
+async def test_a_stop_while_claimed_mail_is_prepared_hands_it_back_unsent(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    relay: RecordingRelay,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await add_pool(client, tenant, relay.port)
+    to = [f"customer{n}@example.org" for n in range(3)]
+    ids = [m["id"] for m in (await send(client, tenant, to=to))["messages"]]
+    worker = Worker(runtime, owner="stopping-worker")
+    preparing, go = asyncio.Event(), asyncio.Event()
+    prepare = worker.dispatcher.prepare
+
+    async def slow_prepare(*args: Any, **kwargs: Any) -> Any:
+        preparing.set()
+        await go.wait()
+        return await prepare(*args, **kwargs)
+
+    monkeypatch.setattr(worker.dispatcher, "prepare", slow_prepare)
+    run = asyncio.create_task(worker.run())
+    await asyncio.wait_for(preparing.wait(), 10)  # claimed, being prepared
+    stopping = asyncio.create_task(worker.stop(grace=10))
+    await asyncio.sleep(0.1)
+    go.set()
+    await asyncio.wait_for(run, 10)
+    await asyncio.wait_for(stopping, 10)
+    assert relay.messages == []
+    for message_id in ids:  # handed back: queued, no attempt used...
+        detail = await message(client, tenant, message_id)
+        assert (detail["status"], detail["delivery_attempts"]) == ("queued", [])
+    after = Worker(runtime, owner="next-worker")  # ...and due at once, not at lease expiry
+    try:
+        await after.drain()
+    finally:
+        await after.close()
+    assert len(relay.messages) == 3
+    for message_id in ids:
+        detail = await message(client, tenant, message_id)
+        assert (detail["status"], len(detail["delivery_attempts"])) == ("sent", 1)

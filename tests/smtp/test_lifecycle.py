@@ -136,7 +136,7 @@ async def test_stop_says_421_to_every_session_and_closes_them_all(
     assert (await in_data.command("DATA"))[0] == 354
     await in_data.send(b"From: shop@example.com\r\nSubject: Half\r\n\r\nThe first line\r\n")
     await settle(lambda: len(smtp_server.sessions) == 3, "three sessions")
-    await settle(lambda: unread_bytes(ports.starttls) == 0, "the message's start read by the server")
+    await settle(lambda: unread_bytes(ports.starttls) == 0, "the start read by the server")
 
     await asyncio.wait_for(smtp_server.stop(), SETTLE_TIMEOUT)  # a bound, not a timing
 

@@ -31,14 +31,13 @@ from postroute.delivery.limits import (
     RedisRateLimiter,
 )
 from postroute.delivery.pacing import Pacer, windows_for
-from postroute.delivery.preparer import Preparer
 from postroute.delivery.probes import Prober
 from postroute.delivery.retry import RetryPolicy
 from postroute.delivery.routing import PoolDirectory
-from postroute.delivery.senders import POOL_DOWN, Job, PoolSender, Report, SenderDeps
+from postroute.delivery.senders import POOL_DOWN, PoolSender, Report, SenderDeps
 from postroute.domains.signing import SigningBook
 from postroute.pools import repository as pools_repo
-from postroute.preparation.cache import Cache
+from postroute.preparation.dkim import Cache
 from postroute.relay.errors import SMTP_RATE_LIMIT
 from postroute.relay.results import RelayDown, Sent, UnknownOutcome
 from postroute.runtime import Runtime
@@ -58,7 +57,7 @@ class Dispatcher:
         self.bounce_suppression = timedelta(days=s.bounce_suppression_days)
         self.directory = PoolDirectory(runtime.box)
         self.signing = SigningBook(runtime.box, runtime.settings)
-        self.preparer = Preparer(Cache())
+        self._dkim = Cache()
         self.health = HealthBook(
             failures_to_open=s.breaker_failures,
             cooldown=timedelta(seconds=s.breaker_cooldown_seconds),
@@ -143,20 +142,11 @@ class Dispatcher:
             pipeline.record(rows, fl, step, now, self.policy, self.deadline(fl))
         return rows
 
-    async def prepare(self, takes: list[tuple[InFlight, Take]]) -> list[Job]:
-        """``prepare`` for claimed messages (see :mod:`postroute.delivery.preparer`)."""
-        return await self.preparer.prepare(takes)
-
-    def submit(self, takes: list[tuple[InFlight, Take]], jobs: list[Job]) -> None:
-        """Hand each take's prepared job to its pool's sender."""
-        for (fl, take), job in zip(takes, jobs, strict=True):
-            self.inflight[fl.claimed.message_id] = fl
-            self._sender_for(take.pool_id).submit(job)
-
     def send(self, fl: InFlight, take: Take) -> None:
-        """A failover: the prepared message for another pool (only its pool header
-        changes), to that pool's sender."""
-        self.submit([(fl, take)], [pipeline.prepare(fl, take)])
+        """``prepare`` and hand the job to the pool's sender."""
+        self.inflight[fl.claimed.message_id] = fl
+        job = pipeline.prepare(fl, take, self._dkim)
+        self._sender_for(take.pool_id).submit(job)
 
     def take_pending(self) -> list[str]:
         """Messages not yet started by any sender (a stopping worker hands them back)."""
@@ -168,7 +158,6 @@ class Dispatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(s.close() for s in self.senders.values()))
         await self.prober.close()
-        self.preparer.close()
 
     def _sender_for(self, pool_id: str) -> PoolSender:
         relay = self.directory.relay(pool_id)

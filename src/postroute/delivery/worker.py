@@ -28,7 +28,6 @@ from postroute.delivery import repository as repo
 from postroute.delivery.dispatch import Take
 from postroute.delivery.dispatcher import Dispatcher
 from postroute.delivery.flight import InFlight
-from postroute.delivery.preparer import CHUNK
 from postroute.domains.recheck import Rechecker
 from postroute.pools import repository as pools_repo
 from postroute.runtime import Runtime
@@ -150,19 +149,13 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._release([c.message_id for c in claimed])
             raise
-        for start in range(0, len(takes), CHUNK):  # the first reach their senders early
-            chunk, rest = takes[start : start + CHUNK], takes[start:]
-            try:
-                jobs = [] if self._stopping else await self.dispatcher.prepare(chunk)
-            except Exception:
-                with contextlib.suppress(Exception):
-                    await self._give_back(rest, now)
-                raise
-            if self._stopping:  # stop() ran meanwhile: hand these back instead of sending
-                await self._give_back(rest, now)
-                return 0
-            self.dispatcher.submit(chunk, jobs)
-        return 0 if self._stopping else len(claimed)
+        if self._stopping:  # stop() ran meanwhile: hand these back instead of sending
+            if takes:
+                await self._give_back(takes, now)
+            return 0
+        for fl, take in takes:
+            self.dispatcher.send(fl, take)
+        return len(claimed)
 
     # -- recording -------------------------------------------------------------------------
 

@@ -46,9 +46,7 @@ WRITTEN_BY_POSTROUTE = frozenset(
 )
 DROPPED = WRITTEN_BY_POSTROUTE | {"bcc"}  # Bcc: recipients come from RCPT TO only
 RENAMED = {"x-list-unsubscribe": b"List-Unsubscribe"}
-KNOWN = (
-    "known: X-Postroute-Tags, -Pool, -Metadata-<key>, -Track-Opens, -Track-Clicks, -Unsubscribe"
-)
+KNOWN = "known: X-Postroute-Tags, -Pool, -Metadata-<key>, -Track-Opens, -Track-Clicks, -Unsubscribe"
 
 FROM, SUBJECT, BODY, RCPT = "From", "Subject", "body", "RCPT TO"
 _ORDER = (FROM, SUBJECT, BODY, RCPT, "X-Postroute-Tags", "X-Postroute-Metadata", "X-Postroute-Pool")

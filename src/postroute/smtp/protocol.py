@@ -60,6 +60,7 @@ class Listener(Protocol):
 
     def closed(self, session: SubmissionSMTP) -> None: ...
 
+
 log = logging.getLogger("postroute.smtp")
 
 # The stream buffer: commands are still limited by ``smtp_max_command_bytes``; DATA is

@@ -89,9 +89,7 @@ async def plan(
     return out
 
 
-def _clicks(
-    stored: Sequence[repository.StoredClick], hits: Sequence[Hit]
-) -> list[machine.Click]:
+def _clicks(stored: Sequence[repository.StoredClick], hits: Sequence[Hit]) -> list[machine.Click]:
     clicks = [
         machine.Click(s.hit_id or f"stored-{i}", s.message_id, s.at, s.link_index)
         for i, s in enumerate(stored)

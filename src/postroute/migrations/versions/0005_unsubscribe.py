@@ -20,9 +20,7 @@ def upgrade() -> None:
     # Off for existing accounts and messages: most transactional mail must not carry it.
     with op.batch_alter_table("accounts", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column(
-                "unsubscribe_header", sa.Boolean(), nullable=False, server_default=sa.false()
-            )
+            sa.Column("unsubscribe_header", sa.Boolean(), nullable=False, server_default=sa.false())
         )
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.add_column(

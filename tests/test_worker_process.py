@@ -111,3 +111,31 @@ def test_a_worker_process_killed_at_the_end_of_its_grace_makes_serve_exit_70(
         f"the {WORKER_PROCESS} did not stop cleanly: it exited with status -{signal.SIGKILL}"
         in proc.output
     )
+
+
+async def test_serve_with_two_worker_processes_shares_the_queue_and_stops_both(
+    client: httpx.AsyncClient, tenant: Tenant, relay: RecordingRelay, processes: Processes
+) -> None:
+    """POSTROUTE_SERVE_WORKERS=2: two children, each claiming on its own (every message
+    delivered once, whoever took it); SIGTERM stops both, and serve exits 0."""
+    await add_pool(client, tenant, relay.port)
+    serve = processes.start(
+        "serve", http=True, POSTROUTE_SERVE_WORKER_PROCESS="on", POSTROUTE_SERVE_WORKERS="2"
+    )
+    workers = serve.children()
+    assert len(workers) == 2 and all(b"worker" in cmdline(pid) for pid in workers)
+
+    to = [f"r{n}@example.org" for n in range(40)]
+    body = {"from": "shop@example.com", "to": to, "subject": "Hi", "text": "x"}
+    async with httpx.AsyncClient(base_url=serve.url, headers=tenant.headers) as http:
+        assert (await http.post("/v1/send", json=body)).status_code == 202
+    await asyncio.to_thread(relay.wait_for, 40, 20)
+
+    serve.popen.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(serve.wait) == 0, serve.output
+    assert not any(alive(pid) for pid in workers)
+    assert sorted(r for m in relay.messages for r in m.rcpt_tos) == sorted(to)
+
+
+def cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         description="`postroute serve` runs the delivery worker as a child process: "
         "auto = when the machine has more than one CPU.",
     )
+    serve_workers: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="Worker processes `postroute serve` starts when its worker runs in child "
+        "processes; each claims from the queue on its own (DKIM signing and link tracking "
+        "cost CPU per message: a second worker gets them a core).",
+    )
     worker_record_seconds: float = Field(
         default=0.05,
         ge=0,

@@ -49,7 +49,8 @@ class Parts:
     api: bool = True
     worker: bool = True
     smtp: bool = False
-    worker_process: bool = False  # the worker as a child process (serve, several cores)
+    worker_process: bool = False  # the worker as child processes (serve, several cores)
+    worker_processes: int = 1  # how many, each claiming from the queue on its own
 
 
 class _Server(uvicorn.Server):
@@ -102,7 +103,7 @@ class _Process:
         self.http_task: asyncio.Task[None] | None = None
         self.worker: Worker | None = None
         self.worker_task: asyncio.Task[None] | None = None
-        self.child: WorkerProcess | None = None
+        self.children: list[WorkerProcess] = []
         if runtime.writer is not None:
             runtime.writer.on_failure = self.disk_failed
 
@@ -138,9 +139,11 @@ class _Process:
             self.smtp = SmtpServer(rt)
             await self.smtp.start()
         if parts.worker and parts.worker_process:
-            self.child = WorkerProcess(stop_grace=STOP_GRACE, on_disk_failure=self.disk_failed)
-            await self.child.start()
-            rt.wake_worker = self.child.wake
+            for _ in range(max(parts.worker_processes, 1)):
+                child = WorkerProcess(stop_grace=STOP_GRACE, on_disk_failure=self.disk_failed)
+                await child.start()
+                self.children.append(child)
+            rt.wake_worker = self._wake_children
         elif parts.worker:
             self.worker = worker = Worker(rt)
             rt.wake_worker = worker.wake
@@ -168,9 +171,10 @@ class _Process:
         self.rt.stopping = True  # before anything stops: /readyz answers 503 at once
         self.stopping.arm()
         log.info("stopping")
-        if self.child is not None:
-            self.child.stopping()  # a child that exits now is not restarted
-        parts = {SMTP: self.smtp, HTTP: self.http, WORKER: self.worker, WORKER_PROCESS: self.child}
+        for child in self.children:
+            child.stopping()  # a child that exits now is not restarted
+        children = self.children or None
+        parts = {SMTP: self.smtp, HTTP: self.http, WORKER: self.worker, WORKER_PROCESS: children}
         self.stopping.plan([name for name, part in parts.items() if part is not None] + [DATABASE])
         try:
             await asyncio.gather(self._stop_ingress(), self._stop_delivery())
@@ -194,8 +198,8 @@ class _Process:
     async def _stop_delivery(self) -> None:
         if self.worker is not None:
             await self.stopping.step(WORKER, self._stop_worker)
-        if self.child is not None:
-            await self.stopping.step(WORKER_PROCESS, self._stop_child)
+        if self.children:
+            await self.stopping.step(WORKER_PROCESS, self._stop_children)
 
     async def _stop_http(self) -> None:
         assert self.http is not None and self.http_task is not None
@@ -207,9 +211,14 @@ class _Process:
         await self.worker.stop(STOP_GRACE)
         await self.worker_task
 
-    async def _stop_child(self) -> str | None:
-        assert self.child is not None
-        code = await self.child.stop()
-        if code not in (None, 0, -signal.SIGTERM, EXIT_DISK_FAILED):  # 74: status is set
-            return f"it exited with status {code}"
+    def _wake_children(self) -> None:
+        for child in self.children:
+            child.wake()
+
+    async def _stop_children(self) -> str | None:
+        """All at once: each finishes or releases what it holds."""
+        codes = await asyncio.gather(*(child.stop() for child in self.children))
+        bad = [c for c in codes if c not in (None, 0, -signal.SIGTERM, EXIT_DISK_FAILED)]
+        if bad:  # 74: the status is set already
+            return f"it exited with status {', '.join(map(str, bad))}"
         return None

@@ -133,6 +133,7 @@ class Processes:
             "POSTROUTE_SMTP_HOSTNAME": "mx.postroute.test",
             "POSTROUTE_RELAY_CA_FILE": str(self.settings.relay_ca_file),
             "POSTROUTE_LOG_LEVEL": "WARNING",
+            "POSTROUTE_SERVE_WORKERS": "1",  # one worker child, unless a test asks for more
             **env,
         }
         argv = [sys.executable, "-c", code] if code else [sys.executable, "-m", "postroute"]

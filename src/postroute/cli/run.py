@@ -31,11 +31,13 @@ def migrate() -> None:
 
 
 def serve() -> None:
-    """HTTP API, SMTP submission and the delivery worker; the worker in a child process
-    when the machine has several CPUs (POSTROUTE_SERVE_WORKER_PROCESS)."""
+    """HTTP API, SMTP submission and the delivery worker; the worker in child processes
+    (POSTROUTE_SERVE_WORKERS of them) when the machine has several CPUs
+    (POSTROUTE_SERVE_WORKER_PROCESS)."""
     config = settings(create=True)  # the one command besides init that makes a data dir
-    separate = config.worker_in_own_process
-    forever(Parts(api=True, worker=True, smtp=True, worker_process=separate), config)
+    separate, count = config.worker_in_own_process, config.serve_workers
+    parts = Parts(api=True, worker=True, smtp=True, worker_process=separate, worker_processes=count)
+    forever(parts, config)
 
 
 def api() -> None:

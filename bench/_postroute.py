@@ -59,7 +59,7 @@ class Postroute:
 
     def __init__(
         self, workdir: Path, split: bool, extra_env: list[str],
-        signing: SigningDomain | None = None,
+        signing: SigningDomain | None = None, extra_workers: int = 0,
     ) -> None:  # fmt: skip
         if not POSTROUTE.exists():
             raise SystemExit(f"{POSTROUTE} not found: run with the project's venv python")
@@ -79,14 +79,17 @@ class Postroute:
         self.profilers: list[Child] = []
         for part in ("api", "worker") if split else ("serve",):
             self.start_part(part)
+        for n in range(extra_workers):  # more `postroute worker`s: they share the queue
+            self.start_part("worker", f"worker{n + 2}")
         leader = self.children[0]
         if not wait_port(self.port, STARTUP_TIMEOUT, leader.proc):
             raise SystemExit(f"postroute {leader.name} did not listen:\n{leader.tail()}")
 
-    def start_part(self, part: str) -> None:
-        """Start ``postroute <part>`` (serve, api or worker)."""
-        log = self.workdir / f"{part}.log"
-        self.children.append(Child(part, [str(POSTROUTE), part], log, self.env, self.workdir))
+    def start_part(self, part: str, name: str | None = None) -> None:
+        """Start ``postroute <part>`` (serve, api or worker), known as ``name``."""
+        name = name or part
+        log = self.workdir / f"{name}.log"
+        self.children.append(Child(name, [str(POSTROUTE), part], log, self.env, self.workdir))
 
     def stop_part(self, part: str) -> None:
         """Stop ``postroute <part>`` cleanly (SIGTERM: it finishes what it holds)."""

@@ -77,6 +77,7 @@ def summary(r: dict[str, Any]) -> str:
     rss = " ".join(f"{k}={v}MB" for k, v in r["peak_rss_mb"].items())
     html = f" html={r['html_links']}" if r.get("html_links") else ""
     track = {None: "", True: " track", False: " no-track"}[r.get("track")]
+    track += f" +{r['extra_workers']} workers" if r.get("extra_workers") else ""
     return (
         f"run {r['run']} {r['mode']}{' dkim' if r.get('dkim') else ''}{html}{track}"
         f" N={r['count']}"

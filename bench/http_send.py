@@ -139,7 +139,7 @@ def one_run(args: argparse.Namespace, sink: Sink, run: int,
     workdir = Path(tempfile.mkdtemp(prefix="postroute-bench-"))
     pr = None
     try:
-        pr = Postroute(workdir, args.split, args.env, signing)
+        pr = Postroute(workdir, args.split, args.env, signing, args.extra_workers)
         pool = pr.create_pool(sink.port, args.max_connections)
         print(f"# run {run}: {pr.add_domain()}", file=sys.stderr, flush=True)
         if args.warmup and deliver(pr, sink, args, pool, 10**7, args.warmup).t_end is None:
@@ -167,6 +167,7 @@ def one_run(args: argparse.Namespace, sink: Sink, run: int,
         setup = {
             "sink": sink.kind,
             "dkim": signing is not None,
+            "extra_workers": args.extra_workers,
             "html_links": args.html_links,
             "track": args.track,
             "mime_bytes": pr.mime_bytes(load.message_ids[0]) if load.message_ids else None,
@@ -193,6 +194,8 @@ def parse_args() -> argparse.Namespace:
     add("--split", action="store_true", help="run `postroute api` + `postroute worker`")
     add("--queue-first", action="store_true",
         help="split, with the worker stopped until every message is accepted")  # fmt: skip
+    add("--extra-workers", type=int, default=0, metavar="N",
+        help="N more `postroute worker` processes beside serve (or api + worker)")  # fmt: skip
     add("--max-connections", type=int, default=8, help="the pool's max_connections")
     add("--runs", type=int, default=1, help="runs, each on a fresh Postroute")
     add("--warmup", type=int, default=500, help="messages delivered before measuring")
@@ -214,6 +217,8 @@ def parse_args() -> argparse.Namespace:
     args.split = args.split or args.queue_first
     if not 1 <= args.batch <= 500 or not 1 <= args.count <= 1_000_000:
         ap.error("--batch must be 1..500 and --count 1..1000000")
+    if args.extra_workers and args.queue_first:
+        ap.error("--extra-workers would deliver while --queue-first holds the worker back")
     if not 0 <= args.html_links <= 1000:
         ap.error("--html-links must be 0..1000")
     if any("=" not in e for e in args.env):

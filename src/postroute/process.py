@@ -49,8 +49,9 @@ class Parts:
     api: bool = True
     worker: bool = True
     smtp: bool = False
-    worker_process: bool = False  # the worker as child processes (serve, several cores)
-    worker_processes: int = 1  # how many, each claiming from the queue on its own
+    # serve, several cores: the worker as this many child processes, each claiming on its
+    # own (0: the worker runs in this process)
+    worker_processes: int = 0
 
 
 class _Server(uvicorn.Server):
@@ -138,8 +139,8 @@ class _Process:
         if parts.smtp:  # first: a port in use stops the process before anything runs
             self.smtp = SmtpServer(rt)
             await self.smtp.start()
-        if parts.worker and parts.worker_process:
-            for _ in range(max(parts.worker_processes, 1)):
+        if parts.worker and parts.worker_processes:
+            for _ in range(parts.worker_processes):
                 child = WorkerProcess(stop_grace=STOP_GRACE, on_disk_failure=self.disk_failed)
                 await child.start()
                 self.children.append(child)

@@ -35,9 +35,8 @@ def serve() -> None:
     (POSTROUTE_SERVE_WORKERS of them) when the machine has several CPUs
     (POSTROUTE_SERVE_WORKER_PROCESS)."""
     config = settings(create=True)  # the one command besides init that makes a data dir
-    separate, count = config.worker_in_own_process, config.serve_workers
-    parts = Parts(api=True, worker=True, smtp=True, worker_process=separate, worker_processes=count)
-    forever(parts, config)
+    children = config.serve_workers if config.worker_in_own_process else 0
+    forever(Parts(api=True, worker=True, smtp=True, worker_processes=children), config)
 
 
 def api() -> None:

@@ -232,31 +232,25 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def close_wait(port: int) -> int:
-    """IPv4 sockets on this host in CLOSE-WAIT whose local port is ``port``: server-side
-    connections whose client has gone but that the server has not closed."""
-    count = 0
+def _sockets(port: int) -> list[list[str]]:
+    """The rows of /proc/net/tcp (IPv4) whose local port is ``port``: server-side sockets."""
     with open("/proc/net/tcp") as table:
         next(table)
-        for line in table:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == CLOSE_WAIT:
-                count += 1
-    return count
+        rows = [line.split() for line in table]
+    return [f for f in rows if int(f[1].rsplit(":", 1)[1], 16) == port]
+
+
+def close_wait(port: int) -> int:
+    """Server-side connections of ``port`` in CLOSE-WAIT: their client has gone but the
+    server has not closed them."""
+    return sum(1 for f in _sockets(port) if f[3] == CLOSE_WAIT)
 
 
 def unread_bytes(port: int) -> int:
-    """Bytes that server-side sockets of ``port`` (IPv4) have received and the server has
-    not read yet. A socket closed with some is reset (RST), and its peer may then lose
-    the replies it had not read."""
-    count = 0
-    with open("/proc/net/tcp") as table:
-        next(table)
-        for line in table:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                count += int(fields[4].split(":")[1], 16)
-    return count
+    """Bytes that server-side sockets of ``port`` have received and the server has not
+    read yet. A socket closed with some is reset (RST), and its peer may then lose the
+    replies it had not read."""
+    return sum(int(f[4].split(":")[1], 16) for f in _sockets(port))
 
 
 async def settle(condition: Callable[[], bool], what: str) -> None:

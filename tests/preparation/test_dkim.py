@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from postroute.preparation import Outgoing, Signing, prepare
 from postroute.preparation.dkim import Cache, DkimKey, canonical_body
+from postroute.preparation.dkim import sign as dkim_sign
 
 RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ED = ed25519.Ed25519PrivateKey.generate()
@@ -105,6 +106,19 @@ def test_the_signature_is_the_same_whenever_it_is_made() -> None:
     signing = Signing("b@x.example.com", (KEYS["rsa"],))
     first, again = prepare(outgoing(), "smtp_A", signing), prepare(outgoing(), "smtp_A", signing)
     assert first.data == again.data
+    signature = first.data.replace(b"\r\n\t", b"").split(b"\r\n", 1)[0]  # on top
+    assert signature.startswith(b"DKIM-Signature:")
+    tags = [tag.split(b"=", 1)[0].strip() for tag in signature.split(b":", 1)[1].split(b";")]
+    assert b"t" not in tags and b"x" not in tags  # no signing time or expiry: nothing varies
+
+
+def test_a_message_with_lf_line_ends_is_split_at_its_first_blank_line() -> None:
+    """A CRLF blank line later in the body is body, not the end of the header block."""
+    lf = b"From: shop@example.com\nSubject: Hi\n\nfirst\r\n\r\nsecond\n"
+    crlf = lf.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    keys = [KEYS["rsa"]]
+    assert dkim_sign(keys, b"", lf) == dkim_sign(keys, b"", crlf)
+    assert b"h=from:subject:from;" in dkim_sign(keys, b"", lf).replace(b"\r\n\t", b"")
 
 
 def test_relaxed_body_canonicalisation() -> None:

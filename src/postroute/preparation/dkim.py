@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from postroute.preparation import mime
 from postroute.preparation.cache import Cache
 
 __all__ = ["SIGNED", "Cache", "DkimKey", "PrivateKey", "canonical_body", "sign"]
@@ -89,7 +90,8 @@ def sign(
     if not keys:
         return b""
     cache = cache or Cache()
-    block, body = _split(content)
+    head_end, body_start = mime.split(content, 0, len(content))
+    block, body = content[:head_end], content[body_start:]
     shared = cache.get("dkim-head", content_key, lambda: _read_fields(block))
     if shared.block != block:
         shared = _read_fields(block)
@@ -135,15 +137,6 @@ def _fold(tags: str, b: str) -> str:
     lines = ["DKIM-Signature: " + tags.replace("; h=", ";\r\n\th=").replace("; bh=", ";\r\n\tbh=")]
     pieces = [b[i : i + 72] for i in range(0, len(b), 72)] or [""]
     return lines[0] + "\r\n\t".join(pieces) + "\r\n"
-
-
-def _split(content: bytes) -> tuple[bytes, bytes]:
-    """The header block (with the line end of its last field) and the body."""
-    end = content.find(b"\r\n\r\n")
-    if end >= 0:
-        return content[: end + 2], content[end + 4 :]
-    end = content.find(b"\n\n")
-    return (content, b"") if end < 0 else (content[: end + 1], content[end + 2 :])
 
 
 def _read_fields(block: bytes) -> _Fields:

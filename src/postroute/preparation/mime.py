@@ -43,12 +43,13 @@ def leaves(content: bytes) -> list[Leaf]:
 
 def header_names(content: bytes) -> set[str]:
     """The lower-case names of the message's own header fields."""
-    head_end, _ = _split(content, 0, len(content))
+    head_end, _ = split(content, 0, len(content))
     return {name for name, _, _ in _fields(content, 0, head_end)}
 
 
-def _split(content: bytes, start: int, end: int) -> tuple[int, int]:
-    """(end of the header block, start of the body) of the entity at ``start``."""
+def split(content: bytes, start: int, end: int) -> tuple[int, int]:
+    """(end of the header block, with its last field's line end; start of the body) of
+    the entity at ``start``: at the first blank line, CRLF or LF, whichever comes first."""
     for blank in (b"\r\n", b"\n"):
         if content.startswith(blank, start):
             return start, start + len(blank)  # no header fields
@@ -81,7 +82,7 @@ def _fields(content: bytes, start: int, end: int) -> list[tuple[str, int, int]]:
 def _entity(
     content: bytes, start: int, end: int, default: str, depth: int, out: list[Leaf]
 ) -> None:
-    head_end, body_start = _split(content, start, end)
+    head_end, body_start = split(content, start, end)
     fields = _fields(content, start, head_end)
     head = _read(content, fields, default) or _read_slowly(content[start:head_end], default)
     if head.ctype.startswith("multipart/") and head.boundary and depth < MAX_DEPTH:

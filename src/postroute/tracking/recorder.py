@@ -186,21 +186,30 @@ class Recorder:
         limit = self._ripe_before(final)
         ripe = [p for p in self._pending if _ripe(p[0], p[1], limit)]
         ripe.sort(key=lambda p: p[0].at)
-        for start in range(0, len(ripe), BATCH):
-            batch = ripe[start : start + BATCH]
-            ids = {id(hit) for hit, _ in batch}
-            clicked = {h.message_id for h, _ in batch if h.kind == CLICK}
-            later = [
-                h
-                for h, _ in self._pending
-                if h.kind == CLICK and h.message_id in clicked and id(h) not in ids
-            ]
-            check = any(source.check for _, source in batch)
-            await self._write([h for h, _ in batch], later, check)
-            self._pending = [p for p in self._pending if id(p[0]) not in ids]
-            for _, source in batch:
-                source.outstanding -= 1
-            self._finish_sources()
+        clicks: dict[str, list[Hit]] = {}  # message id -> its pending clicks, read once
+        for hit, _ in self._pending:
+            if hit.kind == CLICK:
+                clicks.setdefault(hit.message_id, []).append(hit)
+        written: set[int] = set()
+        try:
+            for start in range(0, len(ripe), BATCH):
+                batch = ripe[start : start + BATCH]
+                ids = {id(hit) for hit, _ in batch}
+                clicked = {h.message_id for h, _ in batch if h.kind == CLICK}
+                later = [
+                    h
+                    for message_id in clicked
+                    for h in clicks[message_id]
+                    if id(h) not in ids and id(h) not in written
+                ]
+                check = any(source.check for _, source in batch)
+                await self._write([h for h, _ in batch], later, check)
+                written |= ids
+                for _, source in batch:
+                    source.outstanding -= 1
+                self._finish_sources()
+        finally:  # the batches written leave the pending hits (once, not per batch)
+            self._pending = [p for p in self._pending if id(p[0]) not in written]
         return len(ripe)
 
     async def _write(self, hits: list[Hit], later: list[Hit], check: bool) -> None:

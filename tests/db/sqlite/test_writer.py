@@ -129,6 +129,29 @@ async def test_a_guard_holding_its_own_values_converts_them_as_sqlalchemy_would(
     assert ("acc_t2", "after") in await names(runtime)
 
 
+async def test_merged_units_keep_a_guard_that_expects_other_rows(
+    runtime: Runtime, writer: SqliteWriter
+) -> None:
+    """Two plans of one read, made at different times (the SMTP group commit merges them):
+    the one planned on stale rows makes the merged write stale, not dropped as a repeat."""
+    dialect = runtime.engine.dialect
+    first = Unit(dialect)
+    first.insert(ACCOUNTS, [account("acc_m1", "merged")])
+    assert await write(writer, lambda: first)
+
+    def plan(seen: list[tuple[object, ...]], key: str) -> Unit:
+        unit = Unit(dialect)
+        unit.guard(BY_NAME, {"name": "merged"}, seen)
+        unit.insert(ACCOUNTS, [account(key, key)])
+        return unit
+
+    fresh, stale = plan([("acc_m1",)], "acc_m2"), plan([], "acc_m3")
+    merged = Unit.merged(dialect, [fresh, stale])
+    assert len(merged.guards) == 2
+    assert not await write(writer, lambda: merged)
+    assert {"acc_m2", "acc_m3"}.isdisjoint(k for k, _ in await names(runtime))
+
+
 async def test_nothing_to_write_is_no_transaction(runtime: Runtime, writer: SqliteWriter) -> None:
     assert not await write(writer, lambda: None)
     unit = Unit(runtime.engine.dialect)

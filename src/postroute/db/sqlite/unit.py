@@ -54,17 +54,19 @@ class Unit:
 
     @classmethod
     def merged(cls, dialect: Dialect, units: Sequence[Unit]) -> Unit:
-        """Several units as one: guards in order (a guard given again is checked once);
+        """Several units as one: guards in order (a guard given again, expecting the same
+        rows, is checked once; one expecting other rows is kept: the write is then stale);
         each plain INSERT's rows join its first step (other statements stay in order,
         apart). Units made alike (the same inserts in the same order, some left out) keep
         their order."""
         out = cls(dialect)
-        seen: set[tuple[str, tuple[Any, ...]]] = set()
+        seen: set[tuple[str, tuple[Any, ...], tuple[Row, ...]]] = set()
         first: dict[str, list[Row]] = {}
         for unit in units:
             for sql, params, rows in unit.guards:
-                if (sql, tuple(params)) not in seen:
-                    seen.add((sql, tuple(params)))
+                key = (sql, tuple(params), tuple(rows))
+                if key not in seen:
+                    seen.add(key)
                     out.guards.append((sql, params, rows))
             for sql, rows in unit.steps:
                 mergeable = sql.startswith("INSERT INTO ")

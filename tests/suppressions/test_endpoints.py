@@ -72,6 +72,15 @@ async def test_an_entry_that_lasts_longer_is_kept(
     assert again["expires_at"] is None  # the unexpiring entry stays
 
 
+async def test_an_expiry_without_a_zone_is_utc(
+    client: httpx.AsyncClient, tenant: Tenant, clock: FakeClock
+) -> None:
+    naive = (clock.now() + timedelta(days=1)).replace(tzinfo=None, microsecond=0).isoformat()
+    reply = await add(client, tenant, "a@example.org", expires_at=naive)
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["expires_at"] in (f"{naive}Z", f"{naive}+00:00")
+
+
 async def test_removing_an_address(client: httpx.AsyncClient, tenant: Tenant) -> None:
     await add(client, tenant, "gone@example.org")
     path = "/v1/suppressions/gone@EXAMPLE.org"
@@ -90,6 +99,8 @@ async def test_bad_input_is_refused_and_nothing_is_stored(
         ({"email": "not an address"}, "email"),
         ({"email": "a@example.org", "reason": "hard_bounce"}, "reason"),  # by hand: manual
         ({"email": "a@example.org", "expires_at": past}, "expires_at"),
+        ({"email": "a@example.org", "expires_at": "9999-12-31T23:59:59-05:00"}, "expires_at"),
+        ({"email": "a@example.org", "expires_at": 99999999999999}, "expires_at"),
         ({"email": "a@example.org", "extra": 1}, "extra"),
     ]
     for body, field in cases:

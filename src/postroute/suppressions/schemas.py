@@ -8,6 +8,7 @@ from typing import Literal, cast, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from postroute.kit import text as t
+from postroute.kit.times import Timestamp
 from postroute.models import Suppression
 from postroute.suppressions.rules import REASONS
 
@@ -23,9 +24,10 @@ class SuppressionCreate(BaseModel):
         description="Entries added by hand are `manual`; the others come from bounces, "
         "complaints and unsubscribes.",
     )
-    expires_at: datetime | None = Field(
+    expires_at: Timestamp = Field(
         default=None,
-        description="When the entry stops blocking sends (ISO 8601, in the future); none: never.",
+        description="When the entry stops blocking sends (ISO 8601, UTC if no zone, in the "
+        "future); none: never.",
     )
 
 

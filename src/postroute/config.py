@@ -201,10 +201,10 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / datadir.DATABASE_FILE).resolve()}"
 
-    @property
+    @cached_property
     def bounce_host(self) -> str:
         """The MX of every return-path domain: ``POSTROUTE_INBOUND_HOST``, else this
-        machine's name."""
+        machine's name (looked up once: ``getfqdn`` may ask DNS, and blocks)."""
         return (self.inbound_host or socket.getfqdn()).rstrip(".").lower()
 
     @property

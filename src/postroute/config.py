@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from postroute import datadir
 from postroute.datadir import SECRET_KEY_FILE
@@ -181,6 +182,10 @@ class Settings(BaseSettings):
             value = "postgresql+asyncpg://" + value[len("postgresql://") :]
         if value.startswith("sqlite://") and not value.startswith("sqlite+aiosqlite://"):
             value = "sqlite+aiosqlite://" + value[len("sqlite://") :]
+        try:
+            make_url(value).port  # noqa: B018 (read: a port that is not a number raises)
+        except (ValueError, TypeError, ArgumentError):  # never the value: it may hold a password
+            raise ValueError("is not a database URL") from None
         return value
 
     @property

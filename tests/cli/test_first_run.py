@@ -150,6 +150,11 @@ def test_a_choice_left_out_is_invalid_input_and_a_missing_object_is_refused(
         ({"POSTROUTE_RETRY_ATTEMPTS": "0"}, "POSTROUTE_RETRY_ATTEMPTS"),
         ({"POSTROUTE_TLS_CERT": "/etc/hostname"}, "POSTROUTE_TLS_KEY"),
         ({"POSTROUTE_SECRET_KEY": " , "}, "POSTROUTE_SECRET_KEY holds no key"),
+        (
+            {"POSTROUTE_DATABASE_URL": "postgresql://u:s3cr3t@db:notaport/x"},
+            "POSTROUTE_DATABASE_URL: Value error, is not a database URL",
+        ),
+        ({"POSTROUTE_DATABASE_URL": "nonsense"}, "is not a database URL"),
     ],
 )
 @pytest.mark.parametrize("command", ["worker", "smtp", "keys"])
@@ -165,3 +170,4 @@ def test_an_invalid_setting_exits_2_before_anything_starts(
     args = ("keys", "list") if command == "keys" else (command,)
     out = cli(*args, code=2)
     assert out.startswith("error: ") and says in out, out
+    assert "s3cr3t" not in out

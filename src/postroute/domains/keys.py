@@ -15,7 +15,6 @@ from postroute.preparation.dkim import PrivateKey
 
 RSA = "rsa"
 ED25519 = "ed25519"
-ALGORITHMS = (RSA, ED25519)
 RSA_BITS = 2048
 
 

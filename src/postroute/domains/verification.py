@@ -81,8 +81,6 @@ async def apply_results(
         domain.verified_at = domain.verified_at or now
     elif was == DOMAIN_VERIFIED and any(s in (MISSING, MISMATCH) for s in active):
         domain.status = FAILING
-    elif was == FAILING and active and all(s == VERIFIED for s in active):
-        domain.status = DOMAIN_VERIFIED
     rp = [
         r for r in shown.records if r.purpose in (records.RETURN_PATH_MX, records.RETURN_PATH_SPF)
     ]
@@ -92,7 +90,7 @@ async def apply_results(
     if tracking and tracking[0].status != COULD_NOT_CHECK:
         domain.tracking_verified = tracking[0].status == VERIFIED
     domain.last_checked_at = now
-    domain.next_check_at = now + recheck if domain.status != "pending" else None
+    domain.next_check_at = now + recheck if domain.status != PENDING else None
     if domain.status != was or any(k.state == ACTIVE and k.activated_at == now for k in shown.keys):
         domain.updated_at = now
     if was == DOMAIN_VERIFIED and domain.status == FAILING:
@@ -108,15 +106,3 @@ async def apply_results(
         await apply(session, changes)
     await session.flush()
     return await rebuild(session, domain, shown.keys, hosts, now)
-
-
-async def verify(
-    session: AsyncSession,
-    shown: DomainView,
-    checker: Checker,
-    hosts: Hosts,
-    now: datetime,
-    recheck: timedelta,
-) -> DomainView:
-    found = await check(checker, shown.records)
-    return await apply_results(session, shown, found, hosts, now, recheck)

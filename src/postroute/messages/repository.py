@@ -105,15 +105,3 @@ async def get_idempotency(
     session: AsyncSession, account_id: str, key: str
 ) -> IdempotencyKey | None:
     return await session.get(IdempotencyKey, (account_id, key))
-
-
-async def delete_idempotency(session: AsyncSession, account_id: str, key: str) -> None:
-    await session.execute(
-        sa.delete(IdempotencyKey).where(
-            IdempotencyKey.account_id == account_id, IdempotencyKey.key == key
-        )
-    )
-
-
-async def add_idempotency(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(sa.insert(IdempotencyKey), [row])

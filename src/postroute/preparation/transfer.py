@@ -11,7 +11,6 @@ import binascii
 IDENTITY = frozenset({"7bit", "8bit", "binary"})
 BASE64 = "base64"
 QP = "quoted-printable"
-KNOWN = IDENTITY | {BASE64, QP}
 MAX_LINE = 998
 QP_FIELD = b"Content-Transfer-Encoding: quoted-printable"
 

@@ -34,8 +34,6 @@ TYPES = {OPEN: names.OPENED, CLICK: names.CLICKED}
 class Planned:
     changes: Changes = field(default_factory=Changes)
     recorded: int = 0
-    duplicates: int = 0  # stored by an earlier drain of the same hits
-    unknown: int = 0  # for a message that does not exist (any more)
 
 
 async def plan(
@@ -62,16 +60,15 @@ async def plan(
         )
     fresh: list[Hit] = []
     seen: set[str] = set()
-    for hit in batch:
+    for hit in batch:  # a hit stored by an earlier drain, or twice in this batch: once
         if hit.id in stored or hit.id in seen:
-            out.duplicates += 1
-        elif hit.message_id not in known:
-            out.unknown += 1
+            continue
+        seen.add(hit.id)
+        if hit.message_id in known:
+            fresh.append(hit)
+        else:
             log.debug("tracking: %s %s of message %s, which is gone", hit.kind, hit.id,
                       hit.message_id)  # fmt: skip
-        else:
-            fresh.append(hit)
-        seen.add(hit.id)
     in_burst = machine.bursts(_clicks(clicks, [*fresh, *later]))
     firsts = {(m, OPEN) for m, k in known.items() if k.first_open}
     firsts |= {(m, CLICK) for m, k in known.items() if k.first_click}

@@ -25,13 +25,21 @@ BLOCKS = [
 ]
 
 
+# Fields the plain reader leaves to the email package: RFC 2231 parameters, comments,
+# quoted pairs.
+SLOW = {b"charset*=", b"(a comment)", b"\\-"}
+
+
 @pytest.mark.parametrize("block", BLOCKS)
 def test_the_fields_read_as_the_email_package_reads_them(block: bytes) -> None:
     content = block + b"\r\nbody\r\n"
     fields = mime._fields(content, 0, len(block))
     fast = mime._read(content, fields, "text/plain")
     slow = mime._read_slowly(block, "text/plain")
-    assert fast is None or fast == slow
+    if any(mark in block for mark in SLOW):
+        assert fast is None  # left to the email package
+    else:
+        assert fast == slow
 
 
 def test_a_digest_holds_messages_and_nested_multiparts_are_followed() -> None:

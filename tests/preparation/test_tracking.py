@@ -11,7 +11,7 @@ import logging
 
 import pytest
 
-from postroute.preparation import Cache, prepare
+from postroute.preparation import Cache, prepare, tracking
 from postroute.preparation import links as html_links
 from tests.preparation.tracking_support import (
     LINKS,
@@ -134,11 +134,14 @@ def test_opens_only_leaves_the_links_and_clicks_only_adds_no_pixel() -> None:
     assert relayed(single(html.encode()), opens=False) == single(expected.encode())
 
 
-def test_with_tracking_off_the_content_is_the_same_object_of_bytes() -> None:
+def test_with_tracking_off_the_content_is_left_as_it_is() -> None:
     content = single(page('<a href="https://shop.example/">x</a>').encode())
-    data = prepare(outgoing(content, opens=False, clicks=False), None, None, None, LINKS).data
+    off = {"opens": False, "clicks": False}
+    assert tracking.track(content, "cnt_1", "msg_1", LINKS, **off) is None  # nothing rewritten
+    data = prepare(outgoing(content, **off), None, None, None, LINKS).data
     assert data.endswith(content)
-    assert prepare(outgoing(content), None).data.endswith(content)  # no links: no tracking
+    on = prepare(outgoing(content), None, None, None, LINKS).data
+    assert not on.endswith(content)  # the same content tracked: rewritten
 
 
 def test_markup_inside_text_elements_and_comments_is_no_link() -> None:

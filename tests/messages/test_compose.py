@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from postroute.messages.compose import LEGACY, _text_part, compose, new_message_id, with_headers
+from postroute.messages.compose import LEGACY, _text_part, compose, new_message_id
 from postroute.messages.fields import Address
 from postroute.messages.schemas import SendRequest
+from postroute.preparation.headers import with_headers
 
 DATE = datetime(2026, 3, 14, 15, 9, 26, tzinfo=UTC)
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(random.Random(7).randbytes(2000))

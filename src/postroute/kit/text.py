@@ -34,6 +34,7 @@ _memoise_domain_checks()
 # C0 controls but tab, and DEL: in a header the email package (and many readers) take
 # some of them (VT, FF, FS, GS, RS) for line breaks, so none may reach one raw.
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext: printable ASCII but ':'
 # The same rule for the OpenAPI document (an ECMA 262 pattern).
 NO_CONTROL_PATTERN = r"^[^\u0000-\u0008\u000a-\u001f\u007f]*$"
 

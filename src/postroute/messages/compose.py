@@ -3,7 +3,7 @@
 ``compose`` writes From, To, Cc (never Bcc), Reply-To, Subject, Date,
 MIME-Version, the custom headers and the body; per-recipient headers
 (Message-ID, X-Postroute-*) are put in front of that content with
-``with_headers`` right before relaying, without touching the rest.
+``preparation.headers.with_headers`` right before relaying, without touching the rest.
 
 Structure of the body::
 
@@ -34,7 +34,7 @@ space inside the encoded text and round-trips exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email import policy as email_policy
 from email.charset import QP, Charset
@@ -49,7 +49,7 @@ from typing import Any
 
 from postroute.messages.fields import Address, Attachment
 from postroute.messages.schemas import SendRequest
-from postroute.messages.validation import HEADER_NAME
+from postroute.preparation.headers import MAX_LINE, header_line
 
 # For the body parts: CRLF line ends and no 8-bit data (qp or base64 whenever needed).
 POLICY = email_policy.SMTP.clone(cte_type="7bit")
@@ -77,7 +77,6 @@ class _LegacyPolicy(email_policy.Compat32):
 # ASCII part headers these have, at a fraction of the cost, because the generator does
 # not re-parse each header through the header registry. No "From " mangling, as POLICY.
 LEGACY = _LegacyPolicy(linesep="\r\n", mangle_from_=False)
-MAX_LINE = 998  # RFC 5322 2.1.1, octets without the CRLF
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP
 CRLF = "\r\n"
@@ -92,7 +91,7 @@ def compose(req: SendRequest, *, date: datetime, default_from: Address | None = 
     """The MIME content shared by every recipient of ``req``, as CRLF bytes.
 
     ``default_from`` (the pool's ``from_email``) is used when the request has no From.
-    No Message-ID and no X-Postroute-* headers: see :func:`with_headers`. An address
+    No Message-ID and no X-Postroute-* headers: see ``preparation.prepare``. An address
     whose local part is not ASCII is written in UTF-8 (RFC 6532): such a message needs
     SMTPUTF8 on the way out.
     """
@@ -103,49 +102,18 @@ def compose(req: SendRequest, *, date: datetime, default_from: Address | None = 
     if req.to:
         head.append(_addresses("To", req.to))
     elif not req.cc:  # as Postfix does: say the recipients are hidden rather than omit To
-        head.append(_text("To", "undisclosed-recipients:;"))
+        head.append(header_line("To", "undisclosed-recipients:;"))
     if req.cc:
         head.append(_addresses("Cc", req.cc))
     if req.reply_to:
         head.append(_addresses("Reply-To", req.reply_to))
-    head.append(_text("Subject", req.subject))
+    head.append(header_line("Subject", req.subject))
     aware = date if date.tzinfo is not None else date.replace(tzinfo=UTC)
-    head.append(_text("Date", _date(aware)))
-    head.append(_text("MIME-Version", "1.0"))
-    head.extend(_text(name, value) for name, value in req.headers.items())
+    head.append(header_line("Date", _date(aware)))
+    head.append(header_line("MIME-Version", "1.0"))
+    head.extend(header_line(name, value) for name, value in req.headers.items())
     body, policy = _body(req)
     return "".join(head).encode("utf-8") + body.as_bytes(policy=policy)
-
-
-def with_headers(content: bytes, headers: Iterable[tuple[str, str]]) -> bytes:
-    """``headers`` encoded (RFC 2047 for non-ASCII) and put in front of ``content``.
-
-    ``content`` (a whole message: headers, blank line, body) is not parsed or changed;
-    the new lines use its line ending (CRLF, or LF when its first line ends in LF).
-    Raises ValueError for an invalid header name or a value with CR, LF or NUL.
-    """
-    first_break = content.find(b"\n")
-    bare_lf = first_break >= 0 and not content[:first_break].endswith(b"\r")
-    lines = []
-    for name, value in headers:
-        if not HEADER_NAME.fullmatch(name):
-            raise ValueError(f"invalid header name {name!r}")
-        if "\r" in value or "\n" in value or "\x00" in value:
-            raise ValueError(f"the {name} header value contains CR, LF or NUL")
-        lines.append(_text(name, value, "\n" if bare_lf else CRLF))
-    return "".join(lines).encode("ascii") + content
-
-
-def _text(name: str, value: str, linesep: str = CRLF) -> str:
-    """An unstructured header: verbatim when ASCII and short enough, else encoded-words.
-
-    Verbatim also because folding a long token (a List-Unsubscribe URL, say) into
-    encoded-words would break it; a line of up to 998 octets is valid as it is.
-    """
-    if value.isascii() and len(name) + 2 + len(value) <= MAX_LINE:
-        return f"{name}: {value}{linesep}"
-    encoded = Header(value, "utf-8", header_name=name).encode(linesep=linesep)
-    return f"{name}: {encoded}{linesep}"
 
 
 def _addresses(name: str, addresses: Sequence[Address]) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError, core_schema
 
 from postroute.kit.text import (
+    HEADER_NAME,
     JsonSchemaExtra,
     email_address,
     fail,
@@ -60,7 +61,6 @@ PROTECTED_HEADERS = frozenset(
 )
 PROTECTED_HEADER_PREFIX = "x-postroute-"
 
-HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext: printable ASCII but ':'
 _CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 _CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+")  # atext, '.' and '@'
 _NAME_ADDR = re.compile(r"(?s)(?P<name>.*?)\s*<(?P<addr>[^<>]*)>")

@@ -9,11 +9,11 @@ encoded-words, CPython gh-144156).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from email.header import Header
 
-HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 ftext: printable ASCII but ':'
+from postroute.kit.text import CONTROL, HEADER_NAME
+
 MAX_LINE = 998  # RFC 5322 2.1.1, octets without the CRLF
 CRLF = "\r\n"
 
@@ -47,10 +47,7 @@ def header_block(headers: Iterable[tuple[str, str]], linesep: str = CRLF) -> byt
     for name, value in headers:
         if not HEADER_NAME.fullmatch(name):
             raise ValueError(f"invalid header name {name!r}")
-        if _CONTROL.search(value):
+        if CONTROL.search(value):
             raise ValueError(f"the {name} header value contains a control character")
         lines.append(header_line(name, value, linesep))
     return "".join(lines).encode("ascii")
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")

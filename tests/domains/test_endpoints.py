@@ -3,6 +3,8 @@ resolver that does not answer, the recheck that finds a record gone; bad input."
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -181,6 +183,22 @@ async def test_a_domain_twice_or_verified_by_another_account_is_409(
     theirs = await client.post("/v1/domains", json={"name": "example.com"}, headers=other.headers)
     assert theirs.status_code == 409 and "another account" in theirs.json()["error"]["message"]
     assert (await client.get("/v1/domains", headers=other.headers)).json()["data"] == []
+
+
+async def test_two_adds_of_one_domain_at_once_are_a_201_and_a_409(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """Both check that the name is free before either writes (keys take a while to make):
+    the unique constraint decides, and the loser is told, not a 500."""
+    replies = await asyncio.gather(
+        *(
+            client.post("/v1/domains", json={"name": name}, headers=tenant.headers)
+            for name in ("race.example", "RACE.example")
+        )
+    )
+    assert sorted(r.status_code for r in replies) == [201, 409], [r.text for r in replies]
+    listed = (await client.get("/v1/domains", headers=tenant.headers)).json()["data"]
+    assert [d["name"] for d in listed] == ["race.example"]
 
 
 async def test_rsa_is_required_and_foreign_domains_are_404(

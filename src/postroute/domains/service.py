@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroute import errors
@@ -83,7 +84,10 @@ async def add(
     taken: set[str] = set()
     made = [await _new_key(domain.id, a, box, now, taken) for a in dict.fromkeys(algorithms)]
     session.add_all(made)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:  # a concurrent add of the same name won
+        raise errors.Conflict(f"the domain {ascii_form} is already added") from None
     return await rebuild(session, domain, made, hosts, now)
 
 
@@ -104,7 +108,10 @@ async def rotate(
     made = [await _new_key(domain.id, a, box, now, taken) for a in algorithms]
     session.add_all(made)
     domain.updated_at = now
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:  # a concurrent rotation took the same selector
+        raise errors.Conflict(f"a rotation of {domain.name}'s DKIM key is under way") from None
     return await rebuild(session, domain, [*current, *made], hosts, now)
 
 

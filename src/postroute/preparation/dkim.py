@@ -91,14 +91,14 @@ def sign(
         return b""
     cache = cache or Cache()
     head_end, body_start = mime.split(content, 0, len(content))
-    block, body = content[:head_end], content[body_start:]
+    block = content[:head_end]
     shared = cache.get("dkim-head", content_key, lambda: _read_fields(block))
     if shared.block != block:
         shared = _read_fields(block)
     if own_body:
-        body_hash = _body_hash(body)
+        body_hash = _body_hash(content[body_start:])
     else:
-        body_hash = cache.get("dkim-body", content_key, lambda: _body_hash(body))
+        body_hash = cache.get("dkim-body", content_key, lambda: _body_hash(content[body_start:]))
     fields: dict[str, list[bytes]] = {}
     for name, line in _canonical_fields(head):
         fields.setdefault(name, []).append(line)

@@ -131,14 +131,16 @@ async def recipient_of(session: AsyncSession, message_id: str) -> tuple[str, str
     return None if row is None else (row[0], row[1])
 
 
-def _unsubscribed_count(message_id: str) -> sa.Select[int]:
-    return sa.select(sa.func.count()).where(
-        MessageEvent.message_id == message_id, MessageEvent.type == names.UNSUBSCRIBED
-    )
+# Built once (the SQLite path compiles a statement given with its parameters once).
+_UNSUBSCRIBED = sa.select(sa.func.count()).where(
+    MessageEvent.message_id == sa.bindparam("message_id"),
+    MessageEvent.type == names.UNSUBSCRIBED,
+)
+_LOCK = sa.select(Message.id).where(Message.id == sa.bindparam("message_id")).with_for_update()
 
 
 async def is_unsubscribed(session: AsyncSession, message_id: str) -> bool:
-    return bool(await session.scalar(_unsubscribed_count(message_id)))
+    return bool(await session.scalar(_UNSUBSCRIBED, {"message_id": message_id}))
 
 
 def guard_once(changes: Changes, message_id: str) -> None:
@@ -146,6 +148,5 @@ def guard_once(changes: Changes, message_id: str) -> None:
     (else :class:`~postroute.db.changes.Stale`). The message row is locked first
     (PostgreSQL), so that of two requests at once the second sees the first's event;
     SQLite has one writer anyway."""
-    lock = sa.select(Message.id).where(Message.id == message_id).with_for_update()
-    changes.guard(lock, [(message_id,)])
-    changes.guard(_unsubscribed_count(message_id), [(0,)])
+    changes.guard(_LOCK, [(message_id,)], {"message_id": message_id})
+    changes.guard(_UNSUBSCRIBED, [(0,)], {"message_id": message_id})

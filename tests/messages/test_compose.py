@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from postroute.messages.compose import LEGACY, _text_part, compose, new_message_id
+from postroute.messages.compose import (
+    LEGACY,
+    _body,
+    _canonical,
+    _plain_body,
+    _text_part,
+    compose,
+    new_message_id,
+)
 from postroute.messages.fields import Address
 from postroute.messages.schemas import SendRequest
 from postroute.preparation.headers import with_headers
@@ -364,6 +372,56 @@ def test_an_ascii_text_part_is_what_mimetext_writes(subtype: str, text: str) -> 
     assert _text_part(text, subtype).as_bytes(policy=LEGACY) == expected.as_bytes(
         policy=COMPAT32_CRLF
     )
+
+
+_BOUNDARY = re.compile(rb'boundary="([^"]+)"')
+
+
+def _boundary_named(raw: bytes) -> bytes:
+    """``raw`` with its multipart boundary (random) replaced by one fixed name."""
+    found = _BOUNDARY.search(raw)
+    return raw.replace(found.group(1), b"BOUNDARY") if found else raw
+
+
+@pytest.mark.parametrize(
+    ("text", "html"),
+    [
+        ("Hi there", None),
+        (None, "<p>Hi</p>"),
+        ("Hi there\r\nsecond\rthird", "<p>Hi</p>\n<p>again</p>\n\n"),
+        ("a\nb\n\nFrom x\n.\n", "  spaced  "),
+        ("x" * 998, "y" * 998 + "\n" + "z"),
+        ("--===============0000000000000000001==\n", "<p>-- not a boundary</p>"),
+    ],
+)
+def test_a_plain_body_is_what_the_email_package_writes(text: str | None, html: str | None) -> None:
+    """Text and html of ASCII with short lines (the common message) are written without
+    the email package's generator, and give its bytes exactly (but the random boundary)."""
+    req = build(text=text, html=html)
+    fast = _plain_body(req)
+    assert fast is not None
+    body, policy = _body(req)
+    assert _boundary_named(fast) == _boundary_named(body.as_bytes(policy=policy))
+    raw = compose(req, date=DATE)
+    assert _boundary_named(raw).endswith(_boundary_named(fast))
+    parsed = parse(raw)
+    if text and html:
+        assert parsed.get_content_type() == "multipart/alternative"
+        plain, rich = parsed.get_payload()
+        assert plain.get_content().replace("\r\n", "\n") == _canonical(text)
+        assert rich.get_content().replace("\r\n", "\n") == _canonical(html)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"text": "Zoë"},  # not ASCII: quoted-printable
+        {"html": "<p>" + "x" * 999 + "</p>"},  # a line too long for 7bit
+        {"attachments": [{"filename": "a.txt", "content": base64.b64encode(b"a").decode()}]},
+    ],
+)
+def test_other_bodies_are_left_to_the_email_package(changes: dict[str, Any]) -> None:
+    assert _plain_body(build(**changes)) is None
 
 
 # --- per-recipient headers --------------------------------------------------------------

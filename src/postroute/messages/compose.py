@@ -21,6 +21,11 @@ filenames, quoted-printable or base64 for bodies (7-bit clean), CRLF line ends,
 no line over 998 octets. Bodies get CRLF line ends and a final line break
 (MIME's canonical text form).
 
+The common body, text and html of ASCII with short lines and no attachment, is written
+directly (``_plain_body``): the same bytes the email package writes for it (a test
+compares them), without its generator, which writes line by line: about 25 of the
+110 us of CPU that checking, composing and planning a 2 KB message took.
+
 Text parts (``MIMEText``) and their multipart/alternative are legacy (compat32) parts
 and are written with a compat32 policy (CRLF, no "From " mangling): for their short
 ASCII headers it writes the same bytes as the SMTP policy at less than half the cost.
@@ -34,6 +39,8 @@ space inside the encoded text and round-trips exactly.
 
 from __future__ import annotations
 
+import secrets
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email import policy as email_policy
@@ -112,8 +119,11 @@ def compose(req: SendRequest, *, date: datetime, default_from: Address | None = 
     head.append(header_line("Date", _date(aware)))
     head.append(header_line("MIME-Version", "1.0"))
     head.extend(header_line(name, value) for name, value in req.headers.items())
-    body, policy = _body(req)
-    return "".join(head).encode("utf-8") + body.as_bytes(policy=policy)
+    written = _plain_body(req)
+    if written is None:
+        body, policy = _body(req)
+        written = body.as_bytes(policy=policy)
+    return "".join(head).encode("utf-8") + written
 
 
 def _addresses(name: str, addresses: Sequence[Address]) -> str:
@@ -164,15 +174,59 @@ def _body(req: SendRequest) -> tuple[Message, email_policy.Policy]:
     return body, POLICY
 
 
+def _plain_body(req: SendRequest) -> bytes | None:
+    """The body of the common message, text and html parts of ASCII with short lines and
+    no attachment, written here: the bytes the email package writes for it (one 7bit part,
+    or a multipart/alternative of them), at a fraction of its cost (its generator writes
+    line by line). None for any other message."""
+    if req.attachments:
+        return None
+    parts: list[str] = []
+    for content, subtype in ((req.text, "plain"), (req.html, "html")):
+        if not content or content.isspace():
+            continue
+        text = _canonical(content)
+        if not (text.isascii() and _short(text)):
+            return None
+        parts.append(
+            f'Content-Type: text/{subtype}; charset="us-ascii"{CRLF}'
+            f"Content-Transfer-Encoding: 7bit{CRLF}{CRLF}{text.replace(chr(10), CRLF)}"
+        )
+    if len(parts) < 2:
+        return parts[0].encode("ascii") if parts else None
+    boundary = _boundary(parts)
+    between = f"{CRLF}--{boundary}{CRLF}"
+    return (
+        f'Content-Type: multipart/alternative;{CRLF} boundary="{boundary}"{CRLF}{CRLF}'
+        f"--{boundary}{CRLF}{between.join(parts)}{CRLF}--{boundary}--{CRLF}"
+    ).encode("ascii")
+
+
+def _boundary(parts: Sequence[str]) -> str:
+    """A multipart boundary as the email package makes them, found in no part."""
+    while True:
+        boundary = "=" * 15 + f"{secrets.randbelow(sys.maxsize):019d}" + "=="
+        if not any(boundary in part for part in parts):
+            return boundary
+
+
+def _canonical(content: str) -> str:
+    """LF line ends and a final line break."""
+    text = content.replace("\r\n", "\n").replace("\r", "\n")
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _short(text: str) -> bool:
+    """No line over 998 characters (7bit and 8bit allow no more)."""
+    return all(len(line) <= MAX_LINE for line in text.split("\n"))
+
+
 def _text_part(content: str, subtype: str) -> Message:
     """A text part through the email package's ``MIMEText``: its fixed headers are not
     re-parsed by the header registry (most of ``set_content``'s cost). 7bit for ASCII
     with short lines, quoted-printable otherwise; canonical CRLF line ends."""
-    text = content.replace("\r\n", "\n").replace("\r", "\n")
-    if not text.endswith("\n"):
-        text += "\n"
-    short = all(len(line) <= MAX_LINE for line in text.split("\n"))
-    if text.isascii() and short:
+    text = _canonical(content)
+    if text.isascii() and _short(text):
         # What MIMEText(text, subtype, "us-ascii") builds, set directly: its charset
         # machinery would parse and rebuild Content-Type once more for each part.
         plain = Message()

@@ -77,6 +77,10 @@ Step = Insert | UpdateByKey | Execute | ExecuteOnce
 class Changes:
     guards: list[Guard] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
+    # the insert step of each (table, columns): a submission adds five inserts per draft
+    _inserts: dict[tuple[sa.Table, tuple[str, ...]], Insert] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def __bool__(self) -> bool:
         return bool(self.guards or self.steps)
@@ -93,16 +97,13 @@ class Changes:
         """Rows keyed by column name. Rows with the same keys as an earlier insert into
         the same table join it (one multi-row statement), keeping its place: parents
         first, as they were first added."""
-        groups: dict[tuple[str, ...], list[Row]] = {}
         for row in rows:
-            groups.setdefault(tuple(row), []).append(row)
-        for keys, group in groups.items():
-            for step in self.steps:
-                if isinstance(step, Insert) and step.table is table and tuple(step.rows[0]) == keys:
-                    step.rows.extend(group)
-                    break
-            else:
-                self.steps.append(Insert(table, group))
+            keys = tuple(row)
+            step = self._inserts.get((table, keys))
+            if step is None:
+                step = self._inserts[(table, keys)] = Insert(table, [])
+                self.steps.append(step)
+            step.rows.append(row)
 
     def update(self, table: sa.Table, key: str, rows: Sequence[Row]) -> None:
         if rows:

@@ -119,3 +119,25 @@ def body(**over: Any) -> dict[str, Any]:
         "text": "x",
         **over,
     }
+
+
+async def test_the_worker_signs_with_the_key_a_rotation_activated(
+    client: httpx.AsyncClient, tenant: Tenant, relay: RecordingRelay, worker: Worker, dns: DnsServer
+) -> None:
+    """The worker keeps an account's domains and keys while their stamp holds; a rotation
+    changes it, and the next claim signs with the new key."""
+    await add_pool(client, tenant, relay.port)
+    done = await verified_domain(client, tenant, dns)
+    url = f"/v1/domains/{done['id']}/dkim/rotate"
+    rotated = (await client.post(url, headers=tenant.headers)).json()
+    old, new = (k["selector"] for k in rotated["dkim"])
+    for expected in (old, new):
+        if expected == new:
+            dns.publish([r for r in rotated["records"] if new in r["name"]])
+            switched = await verify(client, tenant, done["id"])
+            assert [k["state"] for k in switched["dkim"]] == ["retired", "active"]
+        await send(client, tenant)
+        await worker.drain()
+        received = (await relay.wait_for_async(1 if expected == old else 2))[-1]
+        assert f"s={expected};".encode() in received.data.replace(b" ", b"")
+        assert dkim_results(received.data, dns) == [True]

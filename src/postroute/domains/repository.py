@@ -103,6 +103,33 @@ _REQUIRE = sa.select(
 ).where(Account.id == sa.bindparam("account_id"))
 
 
+# What a worker's signing book is made of (every column it reads but the key material,
+# which a key id does not change): equal stamps mean the book still holds.
+_SIGNING = (
+    sa.select(
+        Domain.id,
+        Domain.name,
+        Domain.status,
+        Domain.return_path_sub,
+        Domain.return_path_verified,
+        Domain.tracking_sub,
+        Domain.tracking_verified,
+        DomainKey.id,
+        DomainKey.selector,
+        DomainKey.state,
+    )
+    .outerjoin(DomainKey, DomainKey.domain_id == Domain.id)
+    .where(Domain.account_id == sa.bindparam("account_id"))
+    .order_by(Domain.id, DomainKey.id)
+)
+
+
+async def signing_stamp(session: AsyncSession, account_id: str) -> tuple[Any, ...]:
+    """The account's domains and their keys as signing uses them, in one read (compare
+    stamps with stamps)."""
+    return tuple(await fetch_all(session, _SIGNING, {"account_id": account_id}))
+
+
 async def sending_stamp(session: AsyncSession, account_id: str) -> tuple[Any, ...]:
     """The account's domains (id, name, status, update time), whether it requires a
     verified domain and its sending defaults, as :func:`fetch_all` returns them (compare

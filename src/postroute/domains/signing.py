@@ -49,14 +49,20 @@ class SigningBook:
         self._box = box
         self._loaded: dict[str, PrivateKey] = {}
         self.by_account: dict[str, dict[str, SendingDomain]] = {}
+        self._stamps: dict[str, tuple[object, ...]] = {}  # what by_account was made of
         self._links: dict[tuple[str, str], Links] = {}  # made again after each refresh
         base = settings.public_url.rstrip("/")
         self._scheme = urlsplit(base).scheme or "https"
         self._public = Links(base, Tokens(settings.secret_keys))
 
     async def refresh(self, session: AsyncSession, account_ids: Iterable[str]) -> None:
-        self._links.clear()
+        """The accounts' domains and keys as they are now: one read each (their stamp),
+        and the domains and keys read again only when it changed."""
         for account_id in set(account_ids):
+            stamp = await repo.signing_stamp(session, account_id)
+            if self._stamps.get(account_id) == stamp and account_id in self.by_account:
+                continue
+            self._links.clear()
             domains = [
                 d
                 for d in await repo.list_domains(session, account_id)
@@ -76,6 +82,7 @@ class SigningBook:
                 )
                 mine[d.name] = SendingDomain(d.name, rp, signing, track)
             self.by_account[account_id] = mine
+            self._stamps[account_id] = stamp  # (read first: a change since reads again)
 
     def _key(self, key_id: str, encrypted: str) -> PrivateKey:
         key = self._loaded.get(key_id)

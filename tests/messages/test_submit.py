@@ -4,10 +4,13 @@ this process or another) makes the drafts be planned again against the pools rea
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 import pytest
 
 from postroute import errors
+from postroute.kit.clock import FakeClock
 from postroute.messages import service
 from postroute.messages.schemas import SendRequest
 from postroute.messages.submit import Submitter
@@ -88,3 +91,23 @@ async def test_refused_drafts_store_nothing(
             tenant.account_id, drafts() + drafts(pool="nope"), batch=batch
         )
     assert (await client.get("/v1/messages", headers=tenant.headers)).json()["data"] == []
+
+
+async def test_plans_of_several_times_see_an_entry_that_expired_between_them(
+    runtime: Runtime, client: httpx.AsyncClient, tenant: Tenant, clock: FakeClock
+) -> None:
+    """After a stale write, the list is read once for an account's plans, and each plan
+    keeps the entries active at its own time (as its write's guard reads them)."""
+    await add_pool(client, tenant, 2525)
+    submitter = Submitter(runtime)
+    earlier = await submitter.plan(tenant.account_id, drafts(), batch=False)
+    expires = (clock.now() + timedelta(seconds=5)).isoformat()
+    body = {"email": "a@example.org", "expires_at": expires}
+    added = await client.post("/v1/suppressions", json=body, headers=tenant.headers)
+    assert added.status_code == 201, added.text
+    clock.advance(10)
+    later = await submitter.plan(tenant.account_id, drafts(), batch=False)
+    first, second = await submitter.store([earlier, later])
+    assert isinstance(first, list) and isinstance(second, list)
+    assert first[0].messages[0].error == errors.RECIPIENT_SUPPRESSED  # active at its time
+    assert second[0].messages[0].error is None  # expired by its time: queued

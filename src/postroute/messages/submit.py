@@ -20,6 +20,7 @@ suppressed addresses is rare, so the common send reads nothing before its write.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from postroute import errors
 from postroute.db.changes import Changes, Stale
@@ -112,12 +113,13 @@ class Submitter:
         (once per account); the same item where those still hold, a DomainError where
         they refuse it."""
         fresh: dict[str, AccountState] = {}
+        listed = await self.suppressed(planned)
         out: list[Planned | errors.DomainError] = []
         for item in planned:
             if item.account_id not in fresh:
                 fresh[item.account_id] = await self.pools(item.account_id)
             pools = fresh[item.account_id]
-            suppressed = await self.suppressed(item)
+            suppressed = active_at(listed[item.account_id], item)
             if (pools.stamp, pools.domains_stamp) == item.stamps and suppressed == dict(
                 item.suppressed
             ):
@@ -138,13 +140,23 @@ class Submitter:
                 out.append(again)
         return out
 
-    async def suppressed(self, item: Planned) -> dict[str, str]:
-        """Which of ``item``'s recipients the account suppresses (at its time)."""
+    async def suppressed(
+        self, planned: Sequence[Planned]
+    ) -> dict[str, dict[str, tuple[str, datetime | None]]]:
+        """Per account, the entries of its items' recipients that were active at the
+        earliest of those items' times (reason and expiry): one read per account, each
+        item then keeps those active at its own time (:func:`active_at`)."""
+        wanted: dict[str, tuple[set[str], datetime]] = {}
+        for item in planned:
+            emails, since = wanted.get(item.account_id, (set(), item.now))
+            emails.update(item.recipients())
+            wanted[item.account_id] = (emails, min(since, item.now))
         async with transaction(self.rt.sessions) as session:
             await begin_read(session)
-            return await suppressions_repo.active_for(
-                session, item.account_id, item.recipients(), item.now
-            )
+            return {
+                account_id: await suppressions_repo.entries_for(session, account_id, emails, since)
+                for account_id, (emails, since) in wanted.items()
+            }
 
     def known(self, account_id: str) -> AccountState | None:
         """The account's pools as last read, if they were."""
@@ -180,3 +192,15 @@ class Submitter:
 
 def _given(parts: list[Prepared]) -> Callable[[], list[Prepared]]:
     return lambda: parts
+
+
+def active_at(entries: dict[str, tuple[str, datetime | None]], item: Planned) -> dict[str, str]:
+    """Of ``entries`` (address -> reason, expiry), those of ``item``'s recipients active at
+    its time (as its write's guard reads them), with their reason."""
+    return {
+        email: reason
+        for email in item.recipients()
+        if email in entries
+        for reason, expires in [entries[email]]
+        if expires is None or expires > item.now
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postroute.db import column_bind
+from postroute.db import column_bind, fetch_all
 from postroute.db.changes import Changes
 from postroute.db.ordering import binary
 from postroute.models import Suppression
@@ -20,23 +20,31 @@ _TABLE = table_of(Suppression)
 _CHUNK = 5_000  # addresses per IN list
 
 
-def _active(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(Suppression.expires_at.is_(None), Suppression.expires_at > now)
-
-
 async def active_for(
     session: AsyncSession, account_id: str, emails: Iterable[str], now: datetime
 ) -> dict[str, str]:
     """The addresses of ``emails`` the account suppresses now, with their reason."""
     found: dict[str, str] = {}
+    for _, params in _chunks(account_id, emails, now):
+        rows = await fetch_all(session, _read(len(params) - 2, reason=True), params)
+        found.update((e, r) for e, r in rows)
+    return found
+
+
+async def entries_for(
+    session: AsyncSession, account_id: str, emails: Iterable[str], since: datetime
+) -> dict[str, tuple[str, datetime | None]]:
+    """The entries of ``emails`` active at ``since``, with their reason and expiry (to
+    tell which are active at several later times with one read)."""
+    found: dict[str, tuple[str, datetime | None]] = {}
     wanted = sorted(set(emails))
     for start in range(0, len(wanted), _CHUNK):
-        stmt = sa.select(Suppression.email, Suppression.reason).where(
+        stmt = sa.select(Suppression.email, Suppression.reason, Suppression.expires_at).where(
             Suppression.account_id == account_id,
             Suppression.email.in_(wanted[start : start + _CHUNK]),
-            _active(now),
+            sa.or_(Suppression.expires_at.is_(None), Suppression.expires_at > since),
         )
-        found.update((e, r) for e, r in (await session.execute(stmt)).all())
+        found.update((e, (r, x)) for e, r, x in (await session.execute(stmt)).all())
     return found
 
 
@@ -44,19 +52,13 @@ async def active_pairs(
     session: AsyncSession, pairs: Iterable[tuple[str, str]], now: datetime
 ) -> dict[tuple[str, str], str]:
     """Of (account, address) pairs, those suppressed now, with their reason."""
-    wanted = set(pairs)
-    accounts = sorted({a for a, _ in wanted})
-    emails = sorted({e for _, e in wanted})
+    by_account: dict[str, set[str]] = {}
+    for account_id, email in pairs:
+        by_account.setdefault(account_id, set()).add(email)
     found: dict[tuple[str, str], str] = {}
-    for start in range(0, len(emails), _CHUNK):
-        stmt = sa.select(Suppression.account_id, Suppression.email, Suppression.reason).where(
-            Suppression.account_id.in_(accounts),
-            Suppression.email.in_(emails[start : start + _CHUNK]),
-            _active(now),
-        )
-        for account_id, email, reason in (await session.execute(stmt)).all():
-            if (account_id, email) in wanted:
-                found[(account_id, email)] = reason
+    for account_id, emails in by_account.items():
+        for email, reason in (await active_for(session, account_id, emails, now)).items():
+            found[(account_id, email)] = reason
     return found
 
 
@@ -70,25 +72,36 @@ def guard_recipients(
     """``changes`` is written only while exactly ``suppressed`` of ``emails`` (keys) are
     suppressed at ``now``: a plan made without reading the list (or before an entry was
     added) is planned again."""
-    wanted = sorted(set(emails))
     known = set(suppressed)
+    for part, params in _chunks(account_id, emails, now):
+        rows = [(e,) for e in part if e in known]
+        changes.guard(_read(len(params) - 2, reason=False), rows, params)
+
+
+def _chunks(
+    account_id: str, emails: Iterable[str], now: datetime
+) -> Iterator[tuple[list[str], dict[str, Any]]]:
+    """``emails`` sorted, in parts of at most ``_CHUNK``, each with the parameters of
+    :func:`_read` for it: the part padded to a power of two with "" (no entry has it)."""
+    wanted = sorted(set(emails))
     for start in range(0, len(wanted), _CHUNK):
         part = wanted[start : start + _CHUNK]
-        size = 1 << (len(part) - 1).bit_length()  # a statement per power of two: compiled once
+        size = 1 << (len(part) - 1).bit_length()
         params: dict[str, Any] = {"account_id": account_id, "now": now}
         params.update((f"e{i}", e) for i, e in enumerate(part + [""] * (size - len(part))))
-        changes.guard(_guard_read(size), [(e,) for e in part if e in known], params)
+        yield part, params
 
 
-@lru_cache(maxsize=16)
-def _guard_read(size: int) -> sa.Select[str]:
-    """The active entries among ``size`` addresses (binds ``e0``...; an unused one is "",
-    which no entry has), in a stable order: one statement per size, so that the SQLite
-    path compiles it once (an SMTP message is one submission: a compile per message
-    cost a third of the SMTP process's time)."""
+@lru_cache(maxsize=32)
+def _read(size: int, *, reason: bool) -> sa.Select[*tuple[Any, ...]]:
+    """The active entries among ``size`` addresses (binds ``e0``...), their addresses (and
+    reasons), in a stable order: one statement per size, so that it is compiled once (an
+    SMTP message is one submission, and every claim of the worker reads the list: a
+    compile each time cost a third of the SMTP process's time)."""
     emails = [column_bind(_TABLE, "email", f"e{i}") for i in range(size)]
+    columns = (Suppression.email, Suppression.reason) if reason else (Suppression.email,)
     return (
-        sa.select(Suppression.email)
+        sa.select(*columns)
         .where(
             Suppression.account_id == column_bind(_TABLE, "account_id"),
             Suppression.email.in_(emails),

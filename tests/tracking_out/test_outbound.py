@@ -109,6 +109,12 @@ async def test_the_accounts_defaults_apply_when_a_send_leaves_a_switch_out(
     defaults = {"track_opens": True, "track_clicks": True, "unsubscribe_header": True}
     patched = await client.patch("/v1/account", json=defaults, headers=tenant.headers)
     assert patched.status_code == 200, patched.text
+    # null is not "off" nor "unchanged": refused, and nothing changes
+    null = await client.patch("/v1/account", json={"track_opens": None}, headers=tenant.headers)
+    assert null.status_code == 422, null.text
+    (detail,) = null.json()["error"]["details"]
+    assert detail["field"] == "track_opens" and "true or false" in detail["message"]
+    assert (await client.get("/v1/account", headers=tenant.headers)).json()["track_opens"] is True
     await send(client, tenant, to=["default@example.org"], html=HTML)
     off: dict[str, Any] = {"track_opens": False, "track_clicks": False, "unsubscribe": False}
     await send(client, tenant, to=["off@example.org"], html=HTML, **off)

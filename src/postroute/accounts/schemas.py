@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from postroute.kit import text as v
 
@@ -73,3 +81,13 @@ class AccountUpdate(BaseModel):
     unsubscribe_header: bool | None = Field(
         default=None, description="Default of `unsubscribe` for sends."
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        """A field given is true or false: ``null`` would silently change nothing."""
+        if value is None:
+            raise PydanticCustomError(
+                "bool_type", "must be true or false (leave the field out to keep it as it is)"
+            )
+        return value

@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -69,16 +70,21 @@ class AccountOut(BaseModel):
     created_at: datetime = Field(description="ISO 8601, UTC.")
 
 
+# A setting that may be left out, but is true or false when given: the schema offers no
+# null (unset, the field holds None).
+Setting = Annotated[bool | None, WithJsonSchema({"type": "boolean"})]
+
+
 class AccountUpdate(BaseModel):
-    """Only the fields given change."""
+    """Only the fields given change; a field given is true or false."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    require_verified_domain: bool | None = Field(
+    require_verified_domain: Setting = Field(
         default=None, description="From must be on a verified sending domain."
     )
-    track_opens: bool | None = Field(default=None, description="Default for sends.")
-    track_clicks: bool | None = Field(default=None, description="Default for sends.")
-    unsubscribe_header: bool | None = Field(
+    track_opens: Setting = Field(default=None, description="Default for sends.")
+    track_clicks: Setting = Field(default=None, description="Default for sends.")
+    unsubscribe_header: Setting = Field(
         default=None, description="Default of `unsubscribe` for sends."
     )
 

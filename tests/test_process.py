@@ -255,3 +255,27 @@ async def test_a_stop_that_hangs_ends_the_process_at_the_deadline(
     still = line.split("still stopping: ", 1)[1].split(";", 1)[0].split(", ")
     assert hung in still, line
     assert line.endswith(f"exit status {EXIT_STOP_FAILED}")
+
+
+async def test_the_started_hook_runs_once_every_part_is_up(in_process: Settings) -> None:
+    """``serve_forever(started=...)`` (the entry point freezes the heap there) is called
+    once, when the HTTP server and the SMTP listeners already take connections."""
+    ports = [int(b.rsplit(":", 1)[1]) for b in (in_process.http_bind, in_process.smtp_bind)]
+    up: list[bool] = []
+
+    def started() -> None:
+        for port in ports:
+            socket.create_connection((HOST, port), timeout=5).close()
+        up.append(True)
+
+    parts = Parts(api=True, worker=False, smtp=True)
+    task = asyncio.create_task(serve_forever(in_process, parts, started=started))
+    for _ in range(1200):
+        if up:
+            break
+        assert not task.done(), task.result()
+        await asyncio.sleep(0.05)
+    assert up == [True]
+    stop_serving()
+    assert await task == 0
+    assert up == [True]

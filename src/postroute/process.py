@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
@@ -69,12 +69,14 @@ def setup_logging(settings: Settings) -> None:
     )
 
 
-async def serve_forever(settings: Settings, parts: Parts) -> int:
+async def serve_forever(
+    settings: Settings, parts: Parts, started: Callable[[], object] | None = None
+) -> int:
     """Run ``parts`` until SIGTERM/SIGINT: exit status 0, or ``EXIT_STOP_FAILED`` when a
     part failed to stop. ``EXIT_DISK_FAILED`` when the SQLite WAL could not be synced to
     disk, here or in the worker child (a supervisor restarts the process, and SQLite
     recovers the WAL on opening it). A stop that passes ``STOP_DEADLINE`` never returns:
-    the process exits."""
+    the process exits. ``started`` is called once every part is up."""
     setup_logging(settings)
     process = _Process(Runtime.build(settings), parts)
     with process.signals():
@@ -83,6 +85,9 @@ async def serve_forever(settings: Settings, parts: Parts) -> int:
             if settings.is_sqlite:
                 await migrate.upgrade(process.rt.engine)
             await process.start()
+            if started is not None:
+                await process.serving()
+                started()
             await process.requested.wait()
         finally:  # also after a failed start (a port in use): what started is stopped
             watcher.cancel()
@@ -167,6 +172,13 @@ class _Process:
             self.http = _Server(config)
             self.http_task = asyncio.create_task(self.http.serve(), name="http")
             log.info("HTTP API on http://%s:%s", host, port)
+
+    async def serving(self) -> None:
+        """Return once the HTTP server (if any) serves, or has given up (a port in use)."""
+        while self.http is not None and not self.http.started:
+            if self.http_task is None or self.http_task.done():
+                return
+            await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
         self.rt.stopping = True  # before anything stops: /readyz answers 503 at once

@@ -27,22 +27,9 @@ def parse_bind(value: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POSTROUTE_", env_file=".env", extra="ignore")
-
-    data_dir: Path = Path("./postroute-data")
-    database_url: str | None = None
-    redis_url: str | None = None
-    secret_key: SecretStr | None = Field(
-        default=None,
-        description="Comma-separated keys; the first encrypts, all decrypt (rotation).",
-    )
-    http_bind: str = "127.0.0.1:8000"
-    smtp_bind: str = "127.0.0.1:2587"
-    smtps_bind: str = "127.0.0.1:2465"
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    public_url: str = "http://127.0.0.1:8000"
+class DeliverySettings(BaseSettings):
+    """How mail leaves: the upstream relays' sessions, retries, the worker, the circuit
+    breaker (part of :class:`Settings`, read with the same ``POSTROUTE_`` prefix)."""
 
     # Upstream relays
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
@@ -85,6 +72,24 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
     throttle_recovery_seconds: float = Field(default=30.0, gt=0)
+
+
+class Settings(DeliverySettings):
+    model_config = SettingsConfigDict(env_prefix="POSTROUTE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./postroute-data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated keys; the first encrypts, all decrypt (rotation).",
+    )
+    http_bind: str = "127.0.0.1:8000"
+    smtp_bind: str = "127.0.0.1:2587"
+    smtps_bind: str = "127.0.0.1:2465"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    public_url: str = "http://127.0.0.1:8000"
 
     # HTTP API
     max_request_bytes: int = Field(default=30 * 1024 * 1024, gt=0)

@@ -6,10 +6,12 @@ messages stopped before a send (held or dropped). Returns the takes to send."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from postroute.db.changes import Changes, apply
 from postroute.db.engine import begin_read, transaction
 from postroute.delivery import outcomes, recorder
 from postroute.delivery import repository as repo
@@ -71,3 +73,23 @@ async def _write(
     owned = await repo.still_leased(session, owner, ids)
     rows = recorder.only(stopped, owned)
     await write_budget(session, budget, now, recorder.changes_for(rows, owner, d.health))
+
+
+async def give_back(
+    rt: Runtime, owner: str, takes: list[tuple[InFlight, Take]], now: datetime
+) -> None:
+    """Release messages that were taken but not sent, with their daily-limit slots."""
+    unused = Counter(take.pool_id for _, take in takes if take.reserved)
+    changes = Changes()
+    for pool_id, count in unused.items():
+        pools_repo.add_usage(changes, pool_id, now.date(), sent=-count)
+    async with transaction(rt.sessions) as session:
+        await repo.release(session, owner, [fl.claimed.message_id for fl, _ in takes], now)
+        await apply(session, changes)
+
+
+async def release(rt: Runtime, owner: str, ids: list[str], *, cut_off: bool = False) -> None:
+    """Give leased rows back, due at once (``cut_off``: counting an attempt that may have
+    been sent, see :func:`repository.release`)."""
+    async with transaction(rt.sessions) as session:
+        await repo.release(session, owner, ids, rt.clock.now(), cut_off=cut_off)

@@ -36,6 +36,7 @@ from postroute.delivery.retry import RetryPolicy
 from postroute.delivery.routing import PoolDirectory
 from postroute.delivery.senders import POOL_DOWN, PoolSender, Report, SenderDeps
 from postroute.domains.signing import SigningBook
+from postroute.models import SmtpPool
 from postroute.pools import repository as pools_repo
 from postroute.preparation.dkim import Cache
 from postroute.relay.errors import SMTP_RATE_LIMIT
@@ -220,25 +221,9 @@ class Dispatcher:
         try:
             now = self.rt.clock.now()
             for pool_id in fl.untried():
-                pool = self.directory.by_id[pool_id]
                 sender = self.senders.get(pool_id)
                 backlog = {pool_id: (sender.backlog, self._rate(pool_id))} if sender else {}
-                budget = Budget({})
-                if pool.daily_limit is None:  # nothing to reserve: no transaction
-                    step = pipeline.choose_pool(
-                        fl, [pool], self.health, budget, backlog, now, self.deadline(fl)
-                    )
-                    if budget.throttled:
-                        async with transaction(self.rt.sessions) as session:
-                            await write_budget(session, budget, now)
-                else:
-                    async with transaction(self.rt.sessions) as session:
-                        used = await pools_repo.lock_usage(session, [pool_id], now.date())
-                        budget.left[pool_id] = pool.daily_limit - used[pool_id]
-                        step = pipeline.choose_pool(
-                            fl, [pool], self.health, budget, backlog, now, self.deadline(fl)
-                        )
-                        await write_budget(session, budget, now)
+                step = await _choose_one(self, fl, self.directory.by_id[pool_id], backlog, now)
                 if isinstance(step, Take):
                     self.send(fl, step)
                     return
@@ -246,6 +231,30 @@ class Dispatcher:
         except Exception:
             log.exception("failover of %s failed", fl.claimed.message_id)
         self._finished(fl)
+
+
+async def _choose_one(
+    d: Dispatcher,
+    fl: InFlight,
+    pool: SmtpPool,
+    backlog: dict[str, tuple[int, float | None]],
+    now: datetime,
+) -> Take | pipeline.Stop:
+    """``choose_pool`` for a failover to ``pool``: its daily-limit slot reserved under the
+    row lock when it has a limit (no transaction otherwise, unless it throttles)."""
+    budget = Budget({})
+    if pool.daily_limit is None:
+        step = pipeline.choose_pool(fl, [pool], d.health, budget, backlog, now, d.deadline(fl))
+        if budget.throttled:
+            async with transaction(d.rt.sessions) as session:
+                await write_budget(session, budget, now)
+        return step
+    async with transaction(d.rt.sessions) as session:
+        used = await pools_repo.lock_usage(session, [pool.id], now.date())
+        budget.left[pool.id] = pool.daily_limit - used[pool.id]
+        step = pipeline.choose_pool(fl, [pool], d.health, budget, backlog, now, d.deadline(fl))
+        await write_budget(session, budget, now)
+    return step
 
 
 async def write_budget(

@@ -18,18 +18,14 @@ import logging
 import os
 import secrets
 import socket
-from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from postroute.db.changes import Changes, apply
 from postroute.db.engine import transaction
 from postroute.delivery import claims, recorder
 from postroute.delivery import repository as repo
-from postroute.delivery.dispatch import Take
 from postroute.delivery.dispatcher import Dispatcher
 from postroute.delivery.flight import InFlight
 from postroute.domains.recheck import Rechecker
-from postroute.pools import repository as pools_repo
 from postroute.runtime import Runtime
 
 log = logging.getLogger("postroute.delivery")
@@ -57,8 +53,6 @@ class Worker:
     @property
     def _inflight(self) -> dict[str, InFlight]:
         return self.dispatcher.inflight
-
-    # -- control ---------------------------------------------------------------------------
 
     def wake(self) -> None:
         self._wake.set()
@@ -115,9 +109,8 @@ class Worker:
         except Exception:  # e.g. a failed fsync: what is not written is left to its lease
             log.exception("stopping: recording outcomes failed")
         await self.close()
-        # Released: those cut off while being sent, due at once but counted as an attempt
-        # that may have been sent. A finished one keeps its lease until its outcome is
-        # written: if that fails, it is sent again only once the lease expires.
+        # Released: those cut off while being sent (due at once; the attempt counts). A finished
+        # one keeps its lease until written: if that fails, it goes again at the lease's end.
         finished = {fl.claimed.message_id for fl in self._finished}
         try:
             await self._release([m for m in self._inflight if m not in finished], cut_off=True)
@@ -127,8 +120,6 @@ class Worker:
 
     async def close(self) -> None:
         await self.dispatcher.close()
-
-    # -- claiming and deciding -------------------------------------------------------------
 
     async def _claim_and_dispatch(self) -> int:
         """Lease due rows (the only step that always takes SQLite's write lock), read what
@@ -151,13 +142,11 @@ class Worker:
             raise
         if self._stopping:  # stop() ran meanwhile: hand these back instead of sending
             if takes:
-                await self._give_back(takes, now)
+                await claims.give_back(self.rt, self.owner, takes, now)
             return 0
         for fl, take in takes:
             self.dispatcher.send(fl, take)
         return len(claimed)
-
-    # -- recording -------------------------------------------------------------------------
 
     def _finish(self, fl: InFlight) -> None:
         """A message's tries are over (the dispatcher's callback): record it."""
@@ -233,21 +222,10 @@ class Worker:
         if self._room():
             self._wake.set()
 
-    async def _give_back(self, takes: list[tuple[InFlight, Take]], now: datetime) -> None:
-        """Release messages that were taken but not sent, with their daily-limit slots."""
-        unused = Counter(take.pool_id for _, take in takes if take.reserved)
-        changes = Changes()
-        for pool_id, count in unused.items():
-            pools_repo.add_usage(changes, pool_id, now.date(), sent=-count)
-        async with transaction(self.rt.sessions) as session:
-            await repo.release(session, self.owner, [fl.claimed.message_id for fl, _ in takes], now)
-            await apply(session, changes)
-
     async def _release(self, ids: list[str], *, cut_off: bool = False) -> None:
         if not ids:
             return
-        async with transaction(self.rt.sessions) as session:
-            await repo.release(session, self.owner, ids, self.rt.clock.now(), cut_off=cut_off)
+        await claims.release(self.rt, self.owner, ids, cut_off=cut_off)
         for message_id in ids:
             self._inflight.pop(message_id, None)
         self._changed.set()

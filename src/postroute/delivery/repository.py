@@ -4,9 +4,8 @@ outcomes (described into a :class:`~postroute.db.changes.Changes`, guarded by th
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,8 +18,7 @@ from postroute.models.base import table_of
 from postroute.models.queue import LEASED, QUEUED
 
 
-@dataclass(frozen=True)
-class Claimed:
+class Claimed(NamedTuple):  # one per claimed message: a tuple is the cheapest record
     message_id: str
     account_id: str
     pool_id: str | None
@@ -72,9 +70,8 @@ async def claim(
     return [Claimed(r[0], r[1], r[2], r[3], as_utc(r[4])) for r in rows]
 
 
-@dataclass(frozen=True)
-class Envelope:
-    """What the sender needs for one message."""
+class Envelope(NamedTuple):
+    """What the sender needs for one message (made per claimed message: a tuple)."""
 
     message_id: str
     account_id: str

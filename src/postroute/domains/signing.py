@@ -60,7 +60,7 @@ class SigningBook:
         and the domains and keys read again only when it changed."""
         for account_id in set(account_ids):
             stamp = await repo.signing_stamp(session, account_id)
-            if self._stamps.get(account_id) == stamp and account_id in self.by_account:
+            if self._stamps.get(account_id) == stamp:  # set with by_account, after it
                 continue
             self._links.clear()
             domains = [

@@ -25,8 +25,8 @@ async def active_for(
 ) -> dict[str, str]:
     """The addresses of ``emails`` the account suppresses now, with their reason."""
     found: dict[str, str] = {}
-    for _, params in _chunks(account_id, emails, now):
-        rows = await fetch_all(session, _read(len(params) - 2, reason=True), params)
+    for _, size, params in _chunks(account_id, emails, now):
+        rows = await fetch_all(session, _read(size, reason=True), params)
         found.update((e, r) for e, r in rows)
     return found
 
@@ -73,23 +73,24 @@ def guard_recipients(
     suppressed at ``now``: a plan made without reading the list (or before an entry was
     added) is planned again."""
     known = set(suppressed)
-    for part, params in _chunks(account_id, emails, now):
+    for part, size, params in _chunks(account_id, emails, now):
         rows = [(e,) for e in part if e in known]
-        changes.guard(_read(len(params) - 2, reason=False), rows, params)
+        changes.guard(_read(size, reason=False), rows, params)
 
 
 def _chunks(
     account_id: str, emails: Iterable[str], now: datetime
-) -> Iterator[tuple[list[str], dict[str, Any]]]:
-    """``emails`` sorted, in parts of at most ``_CHUNK``, each with the parameters of
-    :func:`_read` for it: the part padded to a power of two with "" (no entry has it)."""
+) -> Iterator[tuple[list[str], int, dict[str, Any]]]:
+    """``emails`` sorted, in parts of at most ``_CHUNK``, each with the size of its
+    :func:`_read` (a power of two) and its parameters: the part padded with "" (no entry
+    has it)."""
     wanted = sorted(set(emails))
     for start in range(0, len(wanted), _CHUNK):
         part = wanted[start : start + _CHUNK]
         size = 1 << (len(part) - 1).bit_length()
         params: dict[str, Any] = {"account_id": account_id, "now": now}
         params.update((f"e{i}", e) for i, e in enumerate(part + [""] * (size - len(part))))
-        yield part, params
+        yield part, size, params
 
 
 @lru_cache(maxsize=32)
